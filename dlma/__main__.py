@@ -1,0 +1,3 @@
+from dlma.cli import main
+
+main()

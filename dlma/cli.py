@@ -1,0 +1,35 @@
+"""The `dlma` command: one sub-command per pipeline stage.
+
+Normally run through DVC (`dvc repro`), which passes the paths from dvc.yaml. Each
+sub-command is the same function that `python -m stages.<name>` runs.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from stages import filter as filter_stage
+from stages import generate, model, prepare, score
+
+app = typer.Typer(
+    help=(
+        "DLMA: align a language model without human labels. The pipeline is "
+        "model -> prepare -> generate -> score -> filter; run it all with `dvc repro`, "
+        "or one stage at a time with these commands (paths as in dvc.yaml)."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+)
+app.command("model")(model.main)
+app.command("prepare")(prepare.main)
+app.command("generate")(generate.main)
+app.command("score")(score.main)
+app.command("filter")(filter_stage.main)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

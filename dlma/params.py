@@ -1,0 +1,211 @@
+"""Typed params: one frozen dataclass per `params.yaml` section.
+
+Each parameter is documented once, beside its value in `params.yaml`. Loading rejects
+unknown and missing keys with a message naming the key, so a typo never silently falls
+back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar, get_args, get_origin
+
+import yaml
+
+from dlma.errors import DlmaError
+
+DTypeName = Literal["auto", "float32", "bfloat16", "float16"]
+
+
+@dataclass(frozen=True)
+class ModelParams:
+    base: str
+    dtype: DTypeName = "auto"
+    device: str = "auto"
+    trust_remote_code: bool = False
+
+
+@dataclass(frozen=True)
+class DataParams:
+    source: str
+    format: Literal["auto", "table", "hh", "pku"] = "auto"
+    split: str = "train"
+    columns: dict[str, str] = field(default_factory=dict)
+    pku_label: Literal["safer", "better"] = "safer"
+    limit: int | None = None
+    eval_fraction: float = 0.2
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.eval_fraction < 1.0:
+            raise DlmaError(f"data.eval_fraction must be in [0, 1), got {self.eval_fraction}")
+        if self.limit is not None and self.limit < 1:
+            raise DlmaError(f"data.limit must be a positive integer or null, got {self.limit}")
+        unknown = set(self.columns) - {"prompt", "id", "category", "chosen", "rejected"}
+        if unknown:
+            raise DlmaError(
+                f"data.columns has unknown key(s) {sorted(unknown)}; "
+                "allowed: prompt, id, category, chosen, rejected"
+            )
+
+
+@dataclass(frozen=True)
+class PromptPair:
+    """A contrastive pair: positive and negative prompt in both styles ({q} = the query)."""
+
+    tag_pos: str
+    tag_neg: str
+    system_pos: str
+    system_neg: str
+
+    def __post_init__(self) -> None:
+        for name in ("tag_pos", "tag_neg"):
+            if "{q}" not in getattr(self, name):
+                raise DlmaError(f"prompt pair field '{name}' must contain the placeholder {{q}}")
+
+
+@dataclass(frozen=True)
+class PromptsParams:
+    pair: str
+    style: Literal["tag", "system"]
+    pairs: dict[str, PromptPair]
+    bare: Literal["auto", "chat", "tag"] = "auto"
+    bare_tag: str = "USER: {q}\nASSISTANT:\n"
+
+    def __post_init__(self) -> None:
+        if self.pair not in self.pairs:
+            raise DlmaError(
+                f"prompts.pair '{self.pair}' is not defined; defined pairs: {sorted(self.pairs)}. "
+                "Add it under prompts.pairs or pick one of those."
+            )
+        if "{q}" not in self.bare_tag:
+            raise DlmaError("prompts.bare_tag must contain the placeholder {q}")
+
+    @property
+    def selected(self) -> PromptPair:
+        return self.pairs[self.pair]
+
+
+@dataclass(frozen=True)
+class GenerateParams:
+    max_new_tokens: int = 128
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 50
+    batch_size: int = 16
+    seed: int = 0
+    dtype: DTypeName = "auto"
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1 or self.batch_size < 1:
+            raise DlmaError("generate.max_new_tokens and generate.batch_size must be >= 1")
+        if self.temperature <= 0:
+            raise DlmaError("generate.temperature must be > 0 (sampling is required by DLMA)")
+
+
+@dataclass(frozen=True)
+class ScoreParams:
+    dtype: DTypeName = "float32"
+    attn_implementation: Literal["eager", "sdpa"] = "eager"
+    batch_size: int = 8
+    max_length: int = 1024
+    padding_side: Literal["right", "left"] = "right"
+
+
+@dataclass(frozen=True)
+class FilterParams:
+    drop_empty: bool = False
+    drop_identical: bool = False
+    drop_truncated: bool = False
+    swap_negative: bool = False
+    min_abs_score: float = 0.0
+    max_prompt_words: int | None = 600
+
+
+T = TypeVar("T")
+
+
+def _check_type(value: Any, annotation: Any, where: str) -> Any:
+    origin = get_origin(annotation)
+    if annotation is Any:
+        return value
+    if origin is Literal:
+        if value not in get_args(annotation):
+            raise DlmaError(f"{where} must be one of {list(get_args(annotation))}, got {value!r}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in get_args(annotation):
+            return None
+        inner = [a for a in get_args(annotation) if a is not type(None)]
+        return _check_type(value, inner[0], where)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise DlmaError(f"{where} must be a mapping, got {value!r}")
+        _, value_type = get_args(annotation)
+        return {str(k): _check_type(v, value_type, f"{where}.{k}") for k, v in value.items()}
+    if dataclasses.is_dataclass(annotation):
+        return build(annotation, value, where)
+    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if annotation in (int, float, str, bool) and not isinstance(value, annotation):
+        raise DlmaError(f"{where} must be {annotation.__name__}, got {value!r}")
+    if annotation is int and isinstance(value, bool):
+        raise DlmaError(f"{where} must be int, got {value!r}")
+    return value
+
+
+def build(cls: type[T], raw: Any, where: str) -> T:
+    """Build dataclass `cls` from a mapping, rejecting unknown and missing keys."""
+    if not isinstance(raw, dict):
+        raise DlmaError(f"params section '{where}' must be a mapping, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise DlmaError(
+            f"unknown key(s) {', '.join(where + '.' + k for k in unknown)} in params; "
+            f"known keys: {', '.join(sorted(fields))}"
+        )
+    kwargs = {}
+    for name, f in fields.items():
+        if name in raw:
+            kwargs[name] = _check_type(raw[name], hints[name], f"{where}.{name}")
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise DlmaError(f"missing key '{where}.{name}' in params.yaml")
+    return cls(**kwargs)
+
+
+def read_params_file(path: str | Path = "params.yaml") -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise DlmaError(f"params file '{path}' not found; run from the repository root")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise DlmaError(f"params file '{path}' is not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise DlmaError(f"params file '{path}' must hold a mapping of sections")
+    return raw
+
+
+def load_section(cls: type[T], section: str, path: str | Path = "params.yaml") -> T:
+    raw = read_params_file(path)
+    if section not in raw:
+        raise DlmaError(f"params file '{path}' has no section '{section}'")
+    return build(cls, raw[section], section)
+
+
+def flatten(raw: dict, prefix: str = "") -> dict[str, Any]:
+    """Flatten nested params into dotted keys (as DVC and MLflow show them)."""
+    flat: dict[str, Any] = {}
+    for key, value in raw.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat

@@ -1,0 +1,1 @@
+"""DVC stages: each module reads its params and inputs, calls the library, writes outputs."""

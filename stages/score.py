@@ -1,0 +1,50 @@
+"""Stage `score`: the self-rewarding score of every generated pair, plus reference log-probs.
+
+    python -m stages.score --generated data/generated.parquet --model-id data/model.json --out data/scored.parquet --report reports/score.json
+
+The reference log-probs (each response given the bare query, in the format training
+uses) are computed here once so that training needs no reference-model passes.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import polars as pl
+import typer
+
+from dlma.io import write_json, write_parquet
+from dlma.params import ModelParams, PromptsParams, ScoreParams, load_section
+from dlma.scorer import check_generated, score_summary, score_table
+from dlma.stage import stage_entry
+from dlma.stagemodel import load_checked
+
+log = logging.getLogger(__name__)
+
+
+@stage_entry
+def main(
+    generated: Path = typer.Option(..., help="input: generated responses (Parquet)"),
+    model_id: Path = typer.Option(..., help="input: model identity written by the model stage"),
+    out: Path = typer.Option(..., help="output: scored rows (Parquet)"),
+    report: Path = typer.Option(..., help="output: score distribution (JSON metrics)"),
+    params_file: Path = typer.Option(Path("params.yaml"), "--params", help="params file"),
+) -> None:
+    """Score each (positive, negative) response pair with the model's own log-probs."""
+    model_params = load_section(ModelParams, "model", params_file)
+    prompt_params = load_section(PromptsParams, "prompts", params_file)
+    params = load_section(ScoreParams, "score", params_file)
+    frame = pl.read_parquet(generated)
+    check_generated(frame, str(generated))
+    model, tokenizer, _ = load_checked(model_params, model_id, params.dtype, params.attn_implementation)
+    scored = score_table(model, tokenizer, frame, prompt_params, params)
+    write_parquet(scored, out)
+    summary = score_summary(scored["score"].to_numpy())
+    summary["dtype"] = str(next(model.parameters()).dtype).removeprefix("torch.")
+    write_json(summary, report)
+    log.info("score: %s", summary)
+
+
+if __name__ == "__main__":
+    typer.run(main)
