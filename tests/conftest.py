@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.tiny import build_tiny_model
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def shared_data_dir() -> Path:
+    override = os.environ.get("DLMA_SHARED_DATA")
+    return Path(override) if override else REPO_ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    path = shared_data_dir()
+    if not path.is_dir():
+        pytest.fail(f"shared data not found at {path}; set DLMA_SHARED_DATA")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-model"))
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    # Hash memo and materialised models go to a per-session temp cache, not ~/.cache.
+    monkeypatch.setenv("DLMA_CACHE", str(tmp_path_factory.getbasetemp() / "dlma-cache"))
+    monkeypatch.setenv("DVC_NO_ANALYTICS", "1")

@@ -1,0 +1,68 @@
+"""A real DVC project in a temporary git repository, running this checkout's code."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class DvcRepo:
+    def __init__(self, root: Path, model_dir: Path, overrides: dict[str, dict]):
+        self.root = root
+        for name in ("dlma", "stages"):
+            shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+        for name in ("dvc.yaml", ".dvcignore", ".gitignore"):
+            shutil.copy(REPO / name, root / name)
+        (root / "data").mkdir()
+        shutil.copy(REPO / "data" / "prompts.jsonl", root / "data" / "prompts.jsonl")
+        params = yaml.safe_load((REPO / "params.yaml").read_text())
+        params["model"]["base"] = str(model_dir)
+        for section, values in overrides.items():
+            params.setdefault(section, {}).update(values)
+        self.write_params(params)
+        self.env = dict(os.environ, DVC_NO_ANALYTICS="1", PYTHONUNBUFFERED="1")
+        # The stages run `python -m ...`: make it this interpreter.
+        self.env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + self.env.get("PATH", "")
+        self.run("git", "init", "-q")
+        self.run("git", "config", "user.email", "test@example.com")
+        self.run("git", "config", "user.name", "test")
+        self.run("dvc", "init", "-q")
+        self.commit("init")
+
+    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        result = subprocess.run(args, cwd=self.root, env=self.env, capture_output=True, text=True)
+        if check and result.returncode != 0:
+            raise AssertionError(f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+        return result
+
+    def commit(self, message: str) -> None:
+        self.run("git", "add", "-A")
+        self.run("git", "commit", "-qm", message, "--allow-empty")
+
+    def params(self) -> dict:
+        return yaml.safe_load((self.root / "params.yaml").read_text())
+
+    def write_params(self, params: dict) -> None:
+        (self.root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+    def set_param(self, section: str, key: str, value) -> None:
+        params = self.params()
+        params[section][key] = value
+        self.write_params(params)
+
+    def repro(self, *args: str) -> list[str]:
+        """Run `dvc repro` and return the names of the stages that ran."""
+        result = self.run("dvc", "repro", *args)
+        return re.findall(r"Running stage '([^']+)'", result.stdout + result.stderr)
+
+    def sha(self, relative: str) -> str:
+        return hashlib.sha256((self.root / relative).read_bytes()).hexdigest()
