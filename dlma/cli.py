@@ -9,12 +9,12 @@ from __future__ import annotations
 import typer
 
 from stages import filter as filter_stage
-from stages import generate, model, prepare, score
+from stages import generate, model, prepare, score, train
 
 app = typer.Typer(
     help=(
         "DLMA: align a language model without human labels. The pipeline is "
-        "model -> prepare -> generate -> score -> filter; run it all with `dvc repro`, "
+        "model -> prepare -> generate -> score -> filter -> train; run it all with `dvc repro`, "
         "or one stage at a time with these commands (paths as in dvc.yaml)."
     ),
     no_args_is_help=True,
@@ -25,6 +25,7 @@ app.command("prepare")(prepare.main)
 app.command("generate")(generate.main)
 app.command("score")(score.main)
 app.command("filter")(filter_stage.main)
+app.command("train")(train.main)
 
 
 def main() -> None:

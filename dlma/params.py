@@ -142,6 +142,11 @@ def _check_type(value: Any, annotation: Any, where: str) -> Any:
             return None
         inner = [a for a in get_args(annotation) if a is not type(None)]
         return _check_type(value, inner[0], where)
+    if origin is list:
+        if not isinstance(value, list):
+            raise DlmaError(f"{where} must be a list, got {value!r}")
+        (item_type,) = get_args(annotation)
+        return [_check_type(v, item_type, f"{where}[{i}]") for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict):
             raise DlmaError(f"{where} must be a mapping, got {value!r}")
@@ -174,8 +179,10 @@ def build(cls: type[T], raw: Any, where: str) -> T:
     for name, f in fields.items():
         if name in raw:
             kwargs[name] = _check_type(raw[name], hints[name], f"{where}.{name}")
-        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise DlmaError(f"missing key '{where}.{name}' in params.yaml")
+        else:
+            # Every key must be written out: a default changed in code must never change
+            # results without DVC seeing a params change.
+            raise DlmaError(f"missing key '{where}.{name}' in params.yaml (see the shipped params.yaml for its meaning)")
     return cls(**kwargs)
 
 
@@ -209,3 +216,48 @@ def flatten(raw: dict, prefix: str = "") -> dict[str, Any]:
         else:
             flat[name] = value
     return flat
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    loss: Literal["margin", "weighted"] = "margin"
+    beta: float = 0.1
+    margin_weight: float = 0.2
+    margin_min: float = -40.0
+    margin_max: float = 40.0
+    peft: Literal["lora", "none"] = "lora"
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    lora_target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    learning_rate: float = 2e-4
+    optimizer: str = "adamw_torch"
+    lr_scheduler: str = "linear"
+    warmup_steps: int = 2
+    epochs: float = 1.0
+    max_steps: int = -1
+    batch_size: int = 4
+    gradient_accumulation_steps: int = 1
+    max_length: int = 512
+    max_grad_norm: float = 10.0
+    gradient_checkpointing: bool = False
+    save_steps: int = 10
+    seed: int = 0
+    dtype: DTypeName = "float32"
+
+    def __post_init__(self) -> None:
+        if self.beta <= 0:
+            raise DlmaError(f"train.beta must be > 0, got {self.beta}")
+        if self.margin_min > self.margin_max:
+            raise DlmaError("train.margin_min must be <= train.margin_max")
+        if self.loss == "weighted" and self.margin_weight != 0:
+            raise DlmaError("train.loss 'weighted' multiplies the loss by R; set train.margin_weight to 0 with it")
+        if self.batch_size < 1 or self.save_steps < 1:
+            raise DlmaError("train.batch_size and train.save_steps must be >= 1")
+
+
+@dataclass(frozen=True)
+class TrackingParams:
+    uri: str = ""  # empty: one SQLite store at the repository root
+    experiment: str = "dlma"
+    model_name: str = "dlma"

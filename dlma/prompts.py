@@ -28,16 +28,24 @@ def _chat(tokenizer, messages: list[dict]) -> str:
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
+def bare_context_text(tokenizer, bare: str, bare_tag: str, query: str) -> str:
+    """The training prompt x: the query with no p+ / p- (also what the aligned model gets)."""
+    if bare_uses_chat(tokenizer, bare):
+        if not has_chat_template(tokenizer):
+            raise DlmaError("prompts.bare is 'chat' but the tokenizer has no chat template; use 'tag'")
+        return _chat(tokenizer, [{"role": "user", "content": query}])
+    return bare_tag.format(q=query)
+
+
+def bare_uses_chat(tokenizer, bare: str) -> bool:
+    return bare == "chat" or (bare == "auto" and has_chat_template(tokenizer))
+
+
 def context_text(tokenizer, params: PromptsParams, query: str, role: Role) -> str:
     """The text that precedes the response for a query under p+, p- or no prompt."""
     pair: PromptPair = params.selected
     if role == "bare":
-        use_chat = params.bare == "chat" or (params.bare == "auto" and has_chat_template(tokenizer))
-        if use_chat:
-            if not has_chat_template(tokenizer):
-                raise DlmaError("prompts.bare is 'chat' but the tokenizer has no chat template; use 'tag'")
-            return _chat(tokenizer, [{"role": "user", "content": query}])
-        return params.bare_tag.format(q=query)
+        return bare_context_text(tokenizer, params.bare, params.bare_tag, query)
     if params.style == "tag":
         return (pair.tag_pos if role == "pos" else pair.tag_neg).format(q=query)
     if not has_chat_template(tokenizer):
@@ -48,7 +56,7 @@ def context_text(tokenizer, params: PromptsParams, query: str, role: Role) -> st
 
 def context_uses_chat(tokenizer, params: PromptsParams, role: Role) -> bool:
     if role == "bare":
-        return params.bare == "chat" or (params.bare == "auto" and has_chat_template(tokenizer))
+        return bare_uses_chat(tokenizer, params.bare)
     return params.style == "system"
 
 

@@ -18,6 +18,7 @@ def setup_logging() -> None:
         level=os.environ.get("DLMA_LOG_LEVEL", "INFO"),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
+        force=True,  # a fresh handler per stage call (tests call several in one process)
     )
     for noisy in ("httpx", "urllib3", "filelock", "huggingface_hub"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

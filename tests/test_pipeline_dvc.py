@@ -1,4 +1,5 @@
-"""A real `dvc repro` of model -> filter on a tiny model in a temporary git repository."""
+"""A real `dvc repro` of the pipeline on a tiny model in a temporary git repository, with
+the MLflow store it writes and DVC experiments (run now and queued) recording into it."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ SMALL = {
     "data": {"limit": 8},
     "generate": {"max_new_tokens": 6, "batch_size": 4},
     "score": {"batch_size": 4},
+    "train": {"max_steps": 3, "batch_size": 2, "save_steps": 2},
 }
 
 
@@ -23,7 +25,7 @@ SMALL = {
 def repo(tmp_path_factory, tiny_model_dir):
     repo = DvcRepo(tmp_path_factory.mktemp("dvc-project"), tiny_model_dir, SMALL)
     ran = repo.repro()
-    assert ran == ["model", "prepare", "generate", "score", "filter"]
+    assert ran == ["model", "prepare", "generate", "score", "filter", "train"]
     repo.commit("first run")
     return repo
 
@@ -50,7 +52,7 @@ def test_second_repro_reruns_nothing(repo):
 def test_score_param_reruns_score_and_filter_only(repo):
     generated = repo.sha("data/generated.parquet")
     repo.set_param("score", "dtype", "bfloat16")  # changes the scores, so filter must rerun too
-    assert repo.repro() == ["model", "score", "filter"]
+    assert repo.repro() == ["model", "score", "filter", "train"]
     assert repo.sha("data/generated.parquet") == generated
     repo.run("git", "checkout", "params.yaml")
     repo.repro()
@@ -59,7 +61,7 @@ def test_score_param_reruns_score_and_filter_only(repo):
 def test_generate_param_reruns_from_generate(repo):
     generated = repo.sha("data/generated.parquet")
     repo.set_param("generate", "seed", 1)
-    assert repo.repro() == ["model", "generate", "score", "filter"]
+    assert repo.repro() == ["model", "generate", "score", "filter", "train"]
     assert repo.sha("data/generated.parquet") != generated
     repo.run("git", "checkout", "params.yaml")
     repo.repro()
@@ -71,3 +73,47 @@ def test_same_params_give_identical_bytes(repo):
         (repo.root / path).unlink()
     repo.repro("--force")
     assert {path: repo.sha(path) for path in OUTPUTS} == before
+
+
+def mlflow_runs(repo):
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{repo.root / 'mlflow.db'}")
+    return mlflow.search_runs(experiment_names=["dlma"], output_format="list")
+
+
+def test_mlflow_run_has_curves_and_a_model_that_generates(repo):
+    import mlflow
+
+    runs = mlflow_runs(repo)
+    versions = {r.data.tags["dlma.version"] for r in runs}
+    # One run per pipeline version: the reruns above restored earlier versions without
+    # duplicating their runs.
+    assert len(runs) == len(versions)
+    report = json.loads((repo.root / "reports/train.json").read_text())
+    run = next(r for r in runs if r.data.tags["dlma.version"] == report["version"])
+    assert run.info.status == "FINISHED"
+    assert run.data.params["train.beta"] == "0.1" and run.data.params["model.base"]
+    history = mlflow.MlflowClient().get_metric_history(run.info.run_id, "loss")
+    assert [m.step for m in history] == [1, 2, 3]
+    assert {"rewards/accuracies", "rewards/margins", "learning_rate"} <= set(run.data.metrics)
+    assert run.inputs.dataset_inputs and run.inputs.dataset_inputs[0].dataset.name == "preferences"
+    assert run.data.tags["mlflow.source.git.commit"] == repo.run("git", "rev-parse", "HEAD").stdout.strip()
+    model = mlflow.pyfunc.load_model("models:/dlma/latest")
+    answers = model.predict(["How do I make coffee?", "Hi"], params={"max_new_tokens": 5})
+    assert len(answers) == 2 and all(isinstance(a, str) for a in answers)
+    assert not list((repo.root / ".dvc").rglob("mlflow.db"))
+
+
+def test_experiments_record_into_the_same_store(repo):
+    before = {r.info.run_id for r in mlflow_runs(repo)}
+    repo.run("dvc", "exp", "run", "-n", "beta02", "-S", "train.beta=0.2")
+    repo.run("dvc", "exp", "run", "--queue", "-n", "beta03", "-S", "train.beta=0.3")
+    repo.run("dvc", "exp", "run", "--run-all")
+    new = [r for r in mlflow_runs(repo) if r.info.run_id not in before]
+    assert sorted(r.data.tags.get("dvc.experiment") for r in new) == ["beta02", "beta03"]
+    assert sorted(r.data.params["train.beta"] for r in new) == ["0.2", "0.3"]
+    # The queued run worked in a copy under .dvc/tmp/exps but wrote to the repository's store.
+    assert not list((repo.root / ".dvc").rglob("mlflow.db"))
+    shown = json.loads(repo.run("dvc", "exp", "show", "--json").stdout)
+    assert "beta03" in json.dumps(shown)

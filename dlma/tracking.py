@@ -1,0 +1,98 @@
+"""One MLflow store per repository, and a stable id for each pipeline version.
+
+MLflow 3's default store is `sqlite:///mlflow.db` relative to the working directory, so
+queued DVC experiments (which run in copies under `.dvc/tmp/exps`) would each write their
+own. Here the store is resolved to the repository root: MLFLOW_TRACKING_URI if set, else
+the `tracking.uri` param, else `<root>/mlflow.db` with artifacts in `<root>/mlartifacts`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import subprocess
+from pathlib import Path
+
+from dlma.params import TrackingParams
+
+log = logging.getLogger(__name__)
+
+_EXPERIMENT_COPY = os.sep.join(["", ".dvc", "tmp", "exps", ""])
+VERSION_TAG = "dlma.version"
+
+
+def repository_root(start: Path | None = None) -> Path:
+    """The user's repository, also when DVC runs the stage in a temporary copy of it."""
+    root = os.environ.get("DVC_ROOT")
+    if not root:
+        here = (start or Path.cwd()).resolve()
+        root = next((str(p) for p in (here, *here.parents) if (p / ".dvc").is_dir()), str(here))
+    root = str(Path(root).resolve())
+    if _EXPERIMENT_COPY in root + os.sep:
+        root = (root + os.sep).split(_EXPERIMENT_COPY)[0]
+    return Path(root)
+
+
+def tracking_uri(params: TrackingParams, root: Path) -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or params.uri or f"sqlite:///{root / 'mlflow.db'}"
+
+
+def configure(params: TrackingParams, root: Path | None = None) -> str:
+    """Point MLflow at the repository's store and experiment; return the experiment id."""
+    import mlflow
+
+    root = root or repository_root()
+    uri = tracking_uri(params, root)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    experiment = mlflow.get_experiment_by_name(params.experiment)
+    if experiment is None:
+        location = (root / "mlartifacts").as_uri() if uri.startswith("sqlite:") else None
+        return mlflow.create_experiment(params.experiment, artifact_location=location)
+    return experiment.experiment_id
+
+
+def version_id(parts: dict) -> str:
+    """A stable id for what went into a pipeline version (content hashes and params)."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def git_commit(root: Path) -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None
+
+
+def start_version_run(experiment_id: str, version: str, run_name: str, tags: dict[str, str]):
+    """Start (or resume) the run of this pipeline version.
+
+    An unfinished run of the same version (a killed stage) is resumed; a finished one
+    (a forced rerun) is deleted first, so each version has exactly one run.
+    """
+    import mlflow
+
+    previous = mlflow.search_runs(
+        experiment_ids=[experiment_id], filter_string=f"tags.`{VERSION_TAG}` = '{version}'", output_format="list"
+    )
+    for run in previous:
+        if run.info.status in ("RUNNING", "FAILED", "KILLED") and run.info.lifecycle_stage == "active":
+            log.info("resuming MLflow run %s of version %s", run.info.run_id, version)
+            return mlflow.start_run(run_id=run.info.run_id, log_system_metrics=True)
+    for run in previous:
+        log.info("replacing MLflow run %s of the same version %s", run.info.run_id, version)
+        mlflow.delete_run(run.info.run_id)
+    return mlflow.start_run(
+        experiment_id=experiment_id, run_name=run_name, tags={VERSION_TAG: version, **tags}, log_system_metrics=True
+    )
