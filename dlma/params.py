@@ -179,6 +179,10 @@ def build(cls: type[T], raw: Any, where: str) -> T:
     for name, f in fields.items():
         if name in raw:
             kwargs[name] = _check_type(raw[name], hints[name], f"{where}.{name}")
+        elif getattr(cls, "ALLOW_DEFAULTS", False) and (
+            f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+        ):
+            continue  # list entries (data sets) may leave optional keys out
         else:
             # Every key must be written out: a default changed in code must never change
             # results without DVC seeing a params change.
@@ -261,3 +265,54 @@ class TrackingParams:
     uri: str = ""  # empty: one SQLite store at the repository root
     experiment: str = "dlma"
     model_name: str = "dlma"
+
+
+JUDGES = ("self_contrast", "ab_judge", "reward_model", "refusal")
+
+
+@dataclass(frozen=True)
+class AgreementSet:
+    ALLOW_DEFAULTS = True
+    name: str
+    source: str
+    format: Literal["auto", "table", "hh", "pku"] = "auto"
+    columns: dict[str, str] = field(default_factory=dict)
+    pku_label: Literal["safer", "better"] = "safer"
+
+
+@dataclass(frozen=True)
+class PromptSet:
+    ALLOW_DEFAULTS = True
+    name: str
+    source: str
+    format: Literal["auto", "table", "hh", "pku"] = "auto"
+    columns: dict[str, str] = field(default_factory=dict)
+    kind: Literal["mixed", "harmful", "safe"] = "mixed"
+
+
+@dataclass(frozen=True)
+class EvaluateParams:
+    limit: int | None
+    seed: int
+    bootstrap: int
+    judges: list[str]
+    tie_margin: float
+    reward_model: str
+    judge_prompt: str
+    judge_tokens: list[str]
+    agreement_sets: list[AgreementSet]
+    prompt_sets: list[PromptSet]
+
+    def __post_init__(self) -> None:
+        unknown = [j for j in self.judges if j not in JUDGES]
+        if unknown:
+            raise DlmaError(f"evaluate.judges: unknown judge(s) {unknown}; known judges: {list(JUDGES)}")
+        if "reward_model" in self.judges and not self.reward_model:
+            raise DlmaError("evaluate.judges lists reward_model but evaluate.reward_model is empty; give a path or hub id")
+        for key in ("{q}", "{a}", "{b}"):
+            if key not in self.judge_prompt:
+                raise DlmaError(f"evaluate.judge_prompt must contain {key}")
+        if len(self.judge_tokens) != 2:
+            raise DlmaError("evaluate.judge_tokens must name exactly two answer tokens, e.g. [A, B]")
+        if self.limit is not None and self.limit < 1:
+            raise DlmaError("evaluate.limit must be a positive integer or null")

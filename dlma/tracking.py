@@ -96,3 +96,24 @@ def start_version_run(experiment_id: str, version: str, run_name: str, tags: dic
     return mlflow.start_run(
         experiment_id=experiment_id, run_name=run_name, tags={VERSION_TAG: version, **tags}, log_system_metrics=True
     )
+
+
+def log_to_version_run(experiment_id: str, version: str, metrics: dict[str, float], artifacts: list[str]) -> str:
+    """Log metrics and artifacts into the existing run of a pipeline version (the one that
+    holds its trained model); create a run for that version if there is none."""
+    import mlflow
+
+    runs = mlflow.search_runs(
+        experiment_ids=[experiment_id], filter_string=f"tags.`{VERSION_TAG}` = '{version}'",
+        order_by=["attributes.start_time DESC"], output_format="list",
+    )
+    if runs:
+        context = mlflow.start_run(run_id=runs[0].info.run_id)
+    else:
+        log.warning("no MLflow run of version %s in this store: creating one for the evaluation", version)
+        context = mlflow.start_run(experiment_id=experiment_id, run_name=f"dlma-{version[:8]}", tags={VERSION_TAG: version})
+    with context as run:
+        mlflow.log_metrics(metrics)
+        for path in artifacts:
+            mlflow.log_artifact(path, artifact_path="evaluation")
+        return run.info.run_id

@@ -23,7 +23,8 @@ class DvcRepo:
         for name in ("dvc.yaml", ".dvcignore", ".gitignore"):
             shutil.copy(REPO / name, root / name)
         (root / "data").mkdir()
-        shutil.copy(REPO / "data" / "prompts.jsonl", root / "data" / "prompts.jsonl")
+        for name in ("prompts.jsonl", "labelled_pairs.jsonl"):
+            shutil.copy(REPO / "data" / name, root / "data" / name)
         params = yaml.safe_load((REPO / "params.yaml").read_text())
         params["model"]["base"] = str(model_dir)
         for section, values in overrides.items():

@@ -18,6 +18,7 @@ SMALL = {
     "generate": {"max_new_tokens": 6, "batch_size": 4},
     "score": {"batch_size": 4},
     "train": {"max_steps": 3, "batch_size": 2, "save_steps": 2},
+    "evaluate": {"limit": 4, "bootstrap": 100},
 }
 
 
@@ -25,7 +26,7 @@ SMALL = {
 def repo(tmp_path_factory, tiny_model_dir):
     repo = DvcRepo(tmp_path_factory.mktemp("dvc-project"), tiny_model_dir, SMALL)
     ran = repo.repro()
-    assert ran == ["model", "prepare", "generate", "score", "filter", "train"]
+    assert ran == ["model", "prepare", "generate", "score", "filter", "train", "evaluate"]
     repo.commit("first run")
     return repo
 
@@ -43,6 +44,28 @@ def test_outputs_and_reports(repo):
     assert set(evaluation["prompt"]).isdisjoint(scored["prompt"])
 
 
+def test_evaluation_outputs(repo):
+    metrics = json.loads((repo.root / "reports/metrics.json").read_text())
+    assert {"agreement", "win_rate", "refusal_rate", "perplexity"} <= set(metrics)
+    assert metrics["agreement"]["shipped"]["rows"] == 4
+    # The HH set lives outside this repository: reported as skipped, with the reason.
+    assert "not found" in metrics["agreement"]["hh_harmless"]["skipped"]
+    assert metrics["skipped_prompt_sets"] == {"xstest": "../shared/data/xstest/xstest_prompts.csv not found"}
+    assert set(metrics["win_rate"]) == {"self_contrast", "ab_judge"}
+    for judge in metrics["win_rate"].values():
+        assert judge["win"] + judge["tie"] + judge["lose"] == pytest.approx(1.0) and judge["n"] == 2
+    report = (repo.root / "reports/report.md").read_text()
+    assert "## Aligned versus base" in report and "figures/win_rate.png" in report
+    for figure in ("score_hist.png", "win_rate.png", "train_curve.png"):
+        assert (repo.root / "reports/figures" / figure).read_bytes()[:4] == b"\x89PNG"
+    samples = pl.read_parquet(repo.root / "reports/eval_samples.parquet")
+    assert {"answer_base", "answer_aligned", "verdict_self_contrast", "verdict_ab_judge", "refusal_base"} <= set(samples.columns)
+    shown = repo.run("dvc", "exp", "show", "--json").stdout
+    assert "win_rate" in shown and "perplexity" in shown
+    plots = repo.run("dvc", "plots", "show", "--json").stdout
+    assert "win_rate.csv" in plots and "score_hist.csv" in plots
+
+
 def test_second_repro_reruns_nothing(repo):
     before = {path: repo.sha(path) for path in OUTPUTS}
     assert repo.repro() == ["model"]  # the identity check only; its output did not change
@@ -52,7 +75,7 @@ def test_second_repro_reruns_nothing(repo):
 def test_score_param_reruns_score_and_filter_only(repo):
     generated = repo.sha("data/generated.parquet")
     repo.set_param("score", "dtype", "bfloat16")  # changes the scores, so filter must rerun too
-    assert repo.repro() == ["model", "score", "filter", "train"]
+    assert repo.repro() == ["model", "score", "filter", "train", "evaluate"]
     assert repo.sha("data/generated.parquet") == generated
     repo.run("git", "checkout", "params.yaml")
     repo.repro()
@@ -61,7 +84,7 @@ def test_score_param_reruns_score_and_filter_only(repo):
 def test_generate_param_reruns_from_generate(repo):
     generated = repo.sha("data/generated.parquet")
     repo.set_param("generate", "seed", 1)
-    assert repo.repro() == ["model", "generate", "score", "filter", "train"]
+    assert repo.repro() == ["model", "generate", "score", "filter", "train", "evaluate"]
     assert repo.sha("data/generated.parquet") != generated
     repo.run("git", "checkout", "params.yaml")
     repo.repro()
