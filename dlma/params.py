@@ -271,22 +271,23 @@ JUDGES = ("self_contrast", "ab_judge", "reward_model", "refusal")
 
 
 @dataclass(frozen=True)
-class AgreementSet:
+class DataSetSpec:
+    """A data set named in params: where it is and how to read it (see DataParams)."""
+
     ALLOW_DEFAULTS = True
     name: str
     source: str
     format: Literal["auto", "table", "hh", "pku"] = "auto"
     columns: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AgreementSet(DataSetSpec):
     pku_label: Literal["safer", "better"] = "safer"
 
 
 @dataclass(frozen=True)
-class PromptSet:
-    ALLOW_DEFAULTS = True
-    name: str
-    source: str
-    format: Literal["auto", "table", "hh", "pku"] = "auto"
-    columns: dict[str, str] = field(default_factory=dict)
+class PromptSet(DataSetSpec):
     kind: Literal["mixed", "harmful", "safe"] = "mixed"
 
 

@@ -10,20 +10,13 @@ from dlma.logprobs import response_logprobs
 from dlma.params import PromptsParams, ScoreParams
 from dlma.prompts import encode_contexts, encode_response
 from dlma.scoring import contrastive_score
+from dlma.tables import require_table
 
 GENERATED_COLUMNS = ("id", "prompt", "response_pos", "response_neg")
 
 
 def check_generated(frame: pl.DataFrame, source: str) -> None:
-    missing = [c for c in GENERATED_COLUMNS if c not in frame.columns]
-    if missing:
-        raise DlmaError(f"'{source}' lacks column(s) {missing}; it must come from the generate stage")
-    if frame.height == 0:
-        raise DlmaError(f"'{source}' has no rows")
-    for column in GENERATED_COLUMNS:
-        nulls = frame.filter(pl.col(column).is_null())
-        if nulls.height:
-            raise DlmaError(f"'{source}': field '{column}' is null in row id={nulls['id'][0]!r}")
+    require_table(frame, GENERATED_COLUMNS, source, producer="generate")
 
 
 def score_table(model, tokenizer, frame: pl.DataFrame, prompts: PromptsParams, params: ScoreParams) -> pl.DataFrame:

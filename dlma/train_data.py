@@ -11,6 +11,7 @@ from dlma.errors import DlmaError
 from dlma.logprobs import response_logprobs
 from dlma.params import PromptsParams
 from dlma.prompts import encode_contexts, encode_response
+from dlma.tables import require_table
 
 log = logging.getLogger(__name__)
 
@@ -20,11 +21,8 @@ REFERENCE = ("ref_logp_chosen", "ref_logp_rejected")
 
 def check_preferences(frame: pl.DataFrame, source: str) -> bool:
     """Validate the table; return whether it carries the reference log-probs."""
-    missing = [c for c in REQUIRED if c not in frame.columns]
-    if missing:
-        raise DlmaError(f"'{source}' lacks column(s) {missing}; it must come from the filter stage")
-    if frame.height == 0:
-        raise DlmaError(f"'{source}' has no preference pairs; nothing to train on (see reports/filter.json)")
+    require_table(frame, REQUIRED, source, producer="filter",
+                  empty_hint=": no preference pairs to train on (see reports/filter.json)")
     has_reference = all(c in frame.columns for c in REFERENCE)
     numeric = ["margin", *REFERENCE] if has_reference else ["margin"]
     for column in numeric:
@@ -32,10 +30,6 @@ def check_preferences(frame: pl.DataFrame, source: str) -> bool:
         bad = frame.filter(values.is_null() | values.is_nan() | values.is_infinite())
         if bad.height:
             raise DlmaError(f"'{source}': field '{column}' is NaN or missing in row id={bad['id'][0]!r} ({bad.height} rows)")
-    for column in ("prompt", "chosen", "rejected"):
-        nulls = frame.filter(pl.col(column).is_null())
-        if nulls.height:
-            raise DlmaError(f"'{source}': field '{column}' is null in row id={nulls['id'][0]!r}")
     return has_reference
 
 

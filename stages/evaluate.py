@@ -43,6 +43,11 @@ HARMFUL_CATEGORIES = {"harmful", "unsafe"}
 SAFE_CATEGORIES = {"helpful", "borderline", "safe"}
 
 
+def missing_local_file(source: str) -> bool:
+    """A file path (not a hub id) that is not there: the set is skipped and reported."""
+    return source.lower().endswith((".jsonl", ".gz", ".csv", ".parquet", ".json")) and not Path(source).expanduser().exists()
+
+
 def prompt_sets(eval_prompts: Path, params: EvaluateParams) -> tuple[pl.DataFrame, dict[str, str]]:
     """Held-out prompts plus extra sets, with a `harm` label (harmful / safe / unknown)."""
     def labelled(frame: pl.DataFrame, name: str, kind: str) -> pl.DataFrame:
@@ -58,7 +63,7 @@ def prompt_sets(eval_prompts: Path, params: EvaluateParams) -> tuple[pl.DataFram
     frames = [labelled(pl.read_parquet(eval_prompts), "heldout", "mixed")]
     skipped = {}
     for spec in params.prompt_sets:
-        if not Path(spec.source).expanduser().exists() and spec.source.lower().endswith((".jsonl", ".gz", ".csv", ".parquet", ".json")):
+        if missing_local_file(spec.source):
             skipped[spec.name] = f"{spec.source} not found"
             log.warning("prompt set %s skipped: %s not found", spec.name, spec.source)
             continue
@@ -73,7 +78,7 @@ def prompt_sets(eval_prompts: Path, params: EvaluateParams) -> tuple[pl.DataFram
 def agreement(model, tokenizer, params: EvaluateParams, prompts: PromptsParams, score: ScoreParams) -> tuple[dict, list[pl.DataFrame]]:
     results, rows = {}, []
     for spec in params.agreement_sets:
-        if not Path(spec.source).expanduser().exists() and spec.source.lower().endswith((".jsonl", ".gz", ".csv", ".parquet", ".json")):
+        if missing_local_file(spec.source):
             results[spec.name] = {"skipped": f"{spec.source} not found"}
             log.warning("agreement set %s skipped: %s not found", spec.name, spec.source)
             continue

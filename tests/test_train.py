@@ -121,7 +121,7 @@ def test_bad_preference_files_write_no_model(project):
     cases = {
         "missing.parquet": (frame.drop("margin"), "lacks column(s) ['margin']"),
         "nan.parquet": (frame.with_columns(pl.when(pl.col("id") == "r2").then(float("nan")).otherwise(pl.col("margin")).alias("margin")), "field 'margin' is NaN or missing in row id='r2'"),
-        "empty.parquet": (frame.head(0), "has no preference pairs"),
+        "empty.parquet": (frame.head(0), "has no rows: no preference pairs to train on"),
     }
     for name, (bad, message) in cases.items():
         bad.write_parquet(project / name)
