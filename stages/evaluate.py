@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-import torch
 import typer
 
 from dlma import report as reporting

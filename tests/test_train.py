@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from dlma.cli import app
 from dlma.modelio import load_causal_lm, load_tokenizer
-from dlma.params import PromptPair, PromptsParams, ScoreParams, TrainParams
+from dlma.params import PromptPair, PromptsParams, ScoreParams
 from dlma.scorer import score_table
 from dlma.train_data import add_reference_logps, tokenise_preferences
 from dlma.trainer import MarginPreferenceCollator, sequence_logps
