@@ -90,8 +90,12 @@ def start_version_run(experiment_id: str, version: str, run_name: str, tags: dic
         if run.info.status in ("RUNNING", "FAILED", "KILLED") and run.info.lifecycle_stage == "active":
             log.info("resuming MLflow run %s of version %s", run.info.run_id, version)
             return mlflow.start_run(run_id=run.info.run_id, log_system_metrics=True)
+    client = mlflow.MlflowClient()
     for run in previous:
         log.info("replacing MLflow run %s of the same version %s", run.info.run_id, version)
+        # Its registered model versions go too, or the registry would list a model of a deleted run.
+        for model_version in client.search_model_versions(f"run_id = '{run.info.run_id}'"):
+            client.delete_model_version(model_version.name, model_version.version)
         mlflow.delete_run(run.info.run_id)
     return mlflow.start_run(
         experiment_id=experiment_id, run_name=run_name, tags={VERSION_TAG: version, **tags}, log_system_metrics=True

@@ -122,6 +122,10 @@ def test_mlflow_run_has_curves_and_a_model_that_generates(repo):
     assert {"rewards/accuracies", "rewards/margins", "learning_rate"} <= set(run.data.metrics)
     assert run.inputs.dataset_inputs and run.inputs.dataset_inputs[0].dataset.name == "preferences"
     assert run.data.tags["mlflow.source.git.commit"] == repo.run("git", "rev-parse", "HEAD").stdout.strip()
+    # The forced rerun above replaced a version's run: no registered model may point at a deleted run.
+    client = mlflow.MlflowClient()
+    for model_version in client.search_model_versions("name='dlma'"):
+        assert client.get_run(model_version.run_id).info.lifecycle_stage == "active"
     model = mlflow.pyfunc.load_model("models:/dlma/latest")
     answers = model.predict(["How do I make coffee?", "Hi"], params={"max_new_tokens": 5})
     assert len(answers) == 2 and all(isinstance(a, str) for a in answers)
