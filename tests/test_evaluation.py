@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -102,3 +103,26 @@ def test_agreement_set_with_missing_fields(tmp_path, judge, monkeypatch):
     missing = load_section(EvaluateParams, "evaluate", write_evaluate(tmp_path, agreement_sets=[{"name": "gone", "source": "nowhere/x.jsonl"}]))
     results, _ = agreement(model, tokenizer, missing, PROMPTS, ScoreParams())
     assert results == {"gone": {"skipped": "nowhere/x.jsonl not found"}}
+
+
+def test_reward_model_judge(tmp_path, tiny_model_dir):
+    from transformers import LlamaConfig, LlamaForSequenceClassification
+
+    from dlma.evalstats import verdict_from_margin
+    from dlma.evaluation import reward_model_scores
+
+    config = LlamaConfig.from_pretrained(tiny_model_dir)
+    config.num_labels = 1
+    torch.manual_seed(0)
+    LlamaForSequenceClassification(config).save_pretrained(tmp_path / "rm")
+    load_tokenizer(tiny_model_dir).save_pretrained(tmp_path / "rm")
+    queries, answers = ["How do I make coffee?", "Hi"], ["Use fresh beans.", "I cannot help."]
+    scores = reward_model_scores(str(tmp_path / "rm"), queries, answers, batch_size=1)
+    batched = reward_model_scores(str(tmp_path / "rm"), queries, answers, batch_size=2)
+    assert scores.shape == (2,) and np.all(np.isfinite(scores))
+    np.testing.assert_allclose(batched, scores, rtol=1e-4, atol=1e-5)  # padding does not change a reward
+    assert [verdict_from_margin(a - b, 0.0) for a, b in [(scores[0], scores[1]), (scores[1], scores[0])]] in (
+        [["win", "lose"], ["lose", "win"]]
+    )
+    with pytest.raises(DlmaError, match="cannot load"):
+        reward_model_scores(str(tmp_path / "missing"), queries, answers)

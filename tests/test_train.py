@@ -129,3 +129,19 @@ def test_bad_preference_files_write_no_model(project):
         assert result.exit_code == 2, result.output
         assert message in result.output
         assert not (project / "models/dlma").exists()
+
+
+def test_full_fine_tuning_saves_full_weights_and_loads_back(project):
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["train"].update({"peft": "none", "max_steps": 2, "learning_rate": 1e-3})
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    result = run_train()
+    assert result.exit_code == 0, result.output
+    saved = load_file(project / "models/dlma/model.safetensors")
+    base = load_file(Path(params["model"]["base"]) / "model.safetensors")
+    assert not (project / "models/dlma/adapter_model.safetensors").exists()
+    assert any(not torch.equal(saved[k], base[k]) for k in base if k in saved)  # every weight trainable: they moved
+    from dlma.mlflow_model import load_aligned
+
+    model, _, card = load_aligned(project / "models/dlma")
+    assert card["peft"] == "none" and sum(p.numel() for p in model.parameters()) > 0
