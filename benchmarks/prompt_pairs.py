@@ -44,7 +44,6 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=96)
     parser.add_argument("--precision-pair", default="harmless:system")
     args = parser.parse_args()
-    torch.set_num_threads(torch.get_num_threads())
     resolved = resolve_model("HuggingFaceTB/SmolLM2-135M-Instruct")
     tokenizer = load_tokenizer(resolved.path)
     gen_model = load_causal_lm(resolved.path, dtype=torch.bfloat16, device=torch.device("cpu"))

@@ -68,7 +68,7 @@ def label_agreement(model, tokenizer, frame: pl.DataFrame, prompts: PromptsParam
                     template: str, tokens: list[str], *, samples: int, seed: int) -> tuple[dict, pl.DataFrame]:
     """Agreement with human labels of (chosen, rejected) pairs for three judging methods."""
     pairs = frame.select("id", "prompt", pl.col("chosen").alias("response_pos"), pl.col("rejected").alias("response_neg"))
-    scored = score_table(model, tokenizer, pairs, prompts, score)
+    scored = score_table(model, tokenizer, pairs, prompts, score, with_reference=False)
     contrastive = (scored["score"].to_numpy() > 0).astype(float)
     # Plain likelihood under the positive prompt: is the human-preferred answer more likely?
     likelihood = (scored["logp_pos_given_pos"].to_numpy() > scored["logp_neg_given_pos"].to_numpy()).astype(float)
@@ -95,10 +95,12 @@ def label_agreement(model, tokenizer, frame: pl.DataFrame, prompts: PromptsParam
     return summary, rows
 
 
-def self_contrast(model, tokenizer, prompts: PromptsParams, score: ScoreParams, queries, ours, theirs) -> np.ndarray:
-    """The base model's contrastive score of (ours as a1, theirs as a2): > 0 favours ours."""
+def self_contrast(model, tokenizer, prompts: PromptsParams, score: ScoreParams, queries, ours, theirs) -> pl.DataFrame:
+    """The base model's contrastive score of (ours as a1, theirs as a2): `score` > 0 favours
+    ours. The frame also holds each answer's log-prob given the bare query (ref_logp_pos for
+    ours, ref_logp_neg for theirs) and token counts, which the perplexity reuses."""
     frame = pl.DataFrame({"id": [str(i) for i in range(len(queries))], "prompt": queries, "response_pos": ours, "response_neg": theirs})
-    return score_table(model, tokenizer, frame, prompts, score)["score"].to_numpy()
+    return score_table(model, tokenizer, frame, prompts, score)
 
 
 def answer_logps(model, tokenizer, prompts: PromptsParams, queries, answers, *, batch_size: int) -> tuple[np.ndarray, np.ndarray]:

@@ -19,12 +19,14 @@ def check_generated(frame: pl.DataFrame, source: str) -> None:
     require_table(frame, GENERATED_COLUMNS, source, producer="generate")
 
 
-def score_table(model, tokenizer, frame: pl.DataFrame, prompts: PromptsParams, params: ScoreParams) -> pl.DataFrame:
-    """Add logp_{pos,neg}_given_{pos,neg}, score, ref_logp_{pos,neg}, n_tokens_{pos,neg}."""
+def score_table(
+    model, tokenizer, frame: pl.DataFrame, prompts: PromptsParams, params: ScoreParams, *, with_reference: bool = True
+) -> pl.DataFrame:
+    """Add logp_{pos,neg}_given_{pos,neg}, score, n_tokens_{pos,neg} and, unless
+    with_reference is False, ref_logp_{pos,neg} (each response given the bare query)."""
     queries = frame["prompt"].to_list()
     context_pos = encode_contexts(tokenizer, prompts, queries, "pos")
     context_neg = encode_contexts(tokenizer, prompts, queries, "neg")
-    context_bare = encode_contexts(tokenizer, prompts, queries, "bare")
     response_pos = [encode_response(tokenizer, text) for text in frame["response_pos"].to_list()]
     response_neg = [encode_response(tokenizer, text) for text in frame["response_neg"].to_list()]
 
@@ -33,9 +35,11 @@ def score_table(model, tokenizer, frame: pl.DataFrame, prompts: PromptsParams, p
         "logp_pos_given_neg": zip(context_neg, response_pos),
         "logp_neg_given_pos": zip(context_pos, response_neg),
         "logp_neg_given_neg": zip(context_neg, response_neg),
-        "ref_logp_pos": zip(context_bare, response_pos),
-        "ref_logp_neg": zip(context_bare, response_neg),
     }
+    if with_reference:
+        context_bare = encode_contexts(tokenizer, prompts, queries, "bare")
+        jobs["ref_logp_pos"] = zip(context_bare, response_pos)
+        jobs["ref_logp_neg"] = zip(context_bare, response_neg)
     pairs: list[tuple[list[int], list[int]]] = []
     for name, items in jobs.items():
         for row, (context, response) in enumerate(items):
@@ -45,7 +49,7 @@ def score_table(model, tokenizer, frame: pl.DataFrame, prompts: PromptsParams, p
                     f"over score.max_length={params.max_length}; raise it or cap prompts (filter.max_prompt_words, data.limit)"
                 )
             pairs.append((context, response))
-    # One pass over all six kinds of sequence: sorting them together by length packs
+    # One pass over all kinds of sequence: sorting them together by length packs
     # batches better than six separate passes would.
     logps = response_logprobs(
         model, pairs, pad_id=tokenizer.pad_token_id, batch_size=params.batch_size,

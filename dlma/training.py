@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
+from dlma.loss import dpo_logratio_difference
 from dlma.params import TrainParams
 from dlma.trainer import MarginDPOTrainer, MarginPreferenceCollator, sequence_logps
 
@@ -116,12 +117,12 @@ def train(model, tokenizer, rows: list[dict], params: TrainParams, checkpoint_di
     started = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     elapsed = time.perf_counter() - started
-    steps_run = trainer.state.global_step - (int(resume.name.split("-")[1]) if resume else 0)
+    resumed_from = int(resume.name.split("-")[1]) if resume else 0
     summary = {
         "steps": trainer.state.global_step,
         "train_seconds": elapsed,
-        "seconds_per_step": elapsed / max(steps_run, 1),
-        "resumed_from_step": int(resume.name.split("-")[1]) if resume else 0,
+        "seconds_per_step": elapsed / max(trainer.state.global_step - resumed_from, 1),
+        "resumed_from_step": resumed_from,
         "train_loss_mean": result.training_loss,
     }
     return trainer, summary
@@ -136,8 +137,8 @@ def final_metrics(trainer: MarginDPOTrainer) -> dict:
         inputs = trainer._prepare_inputs(batch)
         logps = sequence_logps(trainer.model, inputs)
         pair_losses, chosen, rejected = trainer.per_pair_loss(inputs, logps)
-        beta = trainer.dlma_params.beta
-        reward_margin = beta * ((chosen - inputs["ref_chosen_logps"]) - (rejected - inputs["ref_rejected_logps"]))
+        delta = dpo_logratio_difference(chosen, rejected, inputs["ref_chosen_logps"], inputs["ref_rejected_logps"])
+        reward_margin = trainer.dlma_params.beta * delta
         losses += float(pair_losses.sum())
         accuracies += float((reward_margin > 0).sum())
         margins += float(reward_margin.sum())

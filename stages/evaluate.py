@@ -143,7 +143,8 @@ def main(
     verdicts: dict[str, list[str]] = {}
     columns: dict[str, list] = {}
     if "self_contrast" in params.judges:
-        margins = self_contrast(judge_model, tokenizer, prompt_params, score, queries, answers_aligned, answers_base)
+        contrast = self_contrast(judge_model, tokenizer, prompt_params, score, queries, answers_aligned, answers_base)
+        margins = contrast["score"].to_numpy()
         columns["self_contrast_score"] = margins.tolist()
         verdicts["self_contrast"] = [verdict_from_margin(m, params.tie_margin) for m in margins]
     if "ab_judge" in params.judges:
@@ -171,8 +172,13 @@ def main(
         refusal_rate[who] = {
             kind: float(flags[harm == kind].mean()) if (harm == kind).any() else None for kind in ("harmful", "safe")
         }
-    logp_base, tokens_base = answer_logps(judge_model, tokenizer, prompt_params, queries, answers_base, batch_size=score.batch_size)
-    logp_aligned, tokens_aligned = answer_logps(judge_model, tokenizer, prompt_params, queries, answers_aligned, batch_size=score.batch_size)
+    if "self_contrast" in params.judges:
+        # Its scoring pass already holds each answer's log-prob given the bare query.
+        logp_aligned, tokens_aligned = contrast["ref_logp_pos"].to_numpy(), contrast["n_tokens_pos"].to_numpy()
+        logp_base, tokens_base = contrast["ref_logp_neg"].to_numpy(), contrast["n_tokens_neg"].to_numpy()
+    else:
+        logp_base, tokens_base = answer_logps(judge_model, tokenizer, prompt_params, queries, answers_base, batch_size=score.batch_size)
+        logp_aligned, tokens_aligned = answer_logps(judge_model, tokenizer, prompt_params, queries, answers_aligned, batch_size=score.batch_size)
 
     metrics = {
         "agreement": agreement_results,

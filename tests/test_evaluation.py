@@ -126,3 +126,22 @@ def test_reward_model_judge(tmp_path, tiny_model_dir):
     )
     with pytest.raises(DlmaError, match="cannot load"):
         reward_model_scores(str(tmp_path / "missing"), queries, answers)
+
+
+def test_self_contrast_reference_columns_are_the_perplexity_inputs(judge):
+    from dlma.evaluation import answer_logps, self_contrast
+    from dlma.scorer import score_table
+    import polars as pl
+
+    model, tokenizer = judge
+    queries, ours, theirs = ["How do I make coffee?", "Hi", "Why?"], ["Use fresh beans.", "Hello!", ""], ["No.", "Go away.", "Because."]
+    contrast = self_contrast(model, tokenizer, PROMPTS, ScoreParams(batch_size=2), queries, ours, theirs)
+    logps_ours, tokens_ours = answer_logps(model, tokenizer, PROMPTS, queries, ours, batch_size=2)
+    logps_theirs, tokens_theirs = answer_logps(model, tokenizer, PROMPTS, queries, theirs, batch_size=2)
+    np.testing.assert_allclose(contrast["ref_logp_pos"].to_numpy(), logps_ours, rtol=1e-5)
+    np.testing.assert_allclose(contrast["ref_logp_neg"].to_numpy(), logps_theirs, rtol=1e-5)
+    assert contrast["n_tokens_pos"].to_list() == tokens_ours.tolist() and contrast["n_tokens_neg"].to_list() == tokens_theirs.tolist()
+    frame = pl.DataFrame({"id": ["0", "1", "2"], "prompt": queries, "response_pos": ours, "response_neg": theirs})
+    lean = score_table(model, tokenizer, frame, PROMPTS, ScoreParams(batch_size=2), with_reference=False)
+    assert "ref_logp_pos" not in lean.columns
+    np.testing.assert_allclose(lean["score"].to_numpy(), contrast["score"].to_numpy(), rtol=1e-5, atol=1e-6)
