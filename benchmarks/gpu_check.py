@@ -19,7 +19,6 @@ from pathlib import Path
 
 import torch
 
-
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
@@ -62,11 +61,13 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("gpu_check.json"))
     parser.add_argument("--quick", action="store_true", help="tiny sizes, for a dry run on CPU")
     args = parser.parse_args()
-    from dlma.generation import sample_responses
-    from dlma.logprobs import response_logprobs
-    from dlma.modelio import load_tokenizer
-    from dlma.params import GenerateParams, TrainParams
-    from dlma.scoring import contrastive_score
+    from dlma.core.config import load_section
+    from dlma.generate.params import GenerateParams
+    from dlma.generate.sampling import sample_responses
+    from dlma.lm.logprobs import response_logprobs
+    from dlma.model import load_tokenizer
+    from dlma.score.contrastive import contrastive_score
+    from dlma.train.params import TrainParams
 
     n = 8 if args.quick else 128
     steps = 2 if args.quick else 12
@@ -90,7 +91,8 @@ def main() -> None:
     contexts = [tokenizer(f"USER: {q}\nASSISTANT(law-abiding, ethical, inoffensive response):\n")["input_ids"] for q in queries[:n]] * 2
     for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
         model = build_model(args.config_dir, dtype, "sdpa")
-        params = GenerateParams(max_new_tokens=64, temperature=1.0, top_p=1.0, top_k=50, batch_size=64, seed=0, dtype=name)
+        params = load_section(GenerateParams, "generate", max_new_tokens=64, batch_size=64, seed=0,
+                              dtype={"fp32": "float32", "bf16": "bfloat16"}[name])
         sample_responses(model, tokenizer, contexts[:64], params)  # warm-up
         peak_gib()
         # Throughput counts every decoded position: a batch runs until its longest answer ends.
@@ -126,7 +128,7 @@ def main() -> None:
     print(results, flush=True)
 
     # 4. Training: LoRA margin-DPO, 96 pairs, batch 8, 12 steps; fp32 vs bf16 autocast.
-    from dlma.training import train
+    from dlma.train.run import train
 
     rows = []
     for i in range(6 * n // 8):
@@ -136,7 +138,7 @@ def main() -> None:
                      "margin": float(i % 11 - 3), "ref_chosen_logps": -100.0, "ref_rejected_logps": -110.0})
     for dtype_name in ("float32", "bfloat16"):
         model = build_model(args.config_dir, torch.float32, "sdpa").train()
-        params = TrainParams(batch_size=8, max_steps=steps, save_steps=1000, dtype=dtype_name, warmup_steps=0)
+        params = load_section(TrainParams, "train", batch_size=8, max_steps=steps, save_steps=1000, dtype=dtype_name, warmup_steps=0)
         peak_gib()
         _, summary = train(model, tokenizer, rows, params, Path(f"/tmp/ckpt-{dtype_name}"), DEVICE)
         results[f"train_{dtype_name}_s_per_step"] = summary["seconds_per_step"]

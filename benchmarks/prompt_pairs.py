@@ -19,12 +19,15 @@ import numpy as np
 import polars as pl
 import torch
 
-from dlma.data import load_records, prepare_prompts
-from dlma.generation import sample_responses
-from dlma.modelio import load_causal_lm, load_tokenizer, resolve_model
-from dlma.params import GenerateParams, PromptsParams, ScoreParams, load_section
-from dlma.prompts import encode_contexts
-from dlma.scorer import score_table
+from dlma.core.config import load_section
+from dlma.data.loaders import load_records
+from dlma.data.prepare import prepare_prompts
+from dlma.generate.params import GenerateParams
+from dlma.generate.sampling import sample_responses
+from dlma.lm.prompts import PromptsParams, encode_contexts
+from dlma.model import load_causal_lm, load_tokenizer, resolve_model
+from dlma.score.contrastive import score_table
+from dlma.score.params import ScoreParams
 
 
 def generate(model, tokenizer, prompts, queries, gen):
@@ -53,7 +56,7 @@ def main() -> None:
     train, _ = prepare_prompts(records, report, limit=args.limit, eval_fraction=0.0, seed=0)
     queries = train["prompt"].to_list()
     gen = replace(load_section(GenerateParams, "generate"), max_new_tokens=args.max_new_tokens)
-    score_params = ScoreParams(dtype="float32", attn_implementation="eager")
+    score_params = load_section(ScoreParams, "score", dtype="float32", attn_implementation="eager")
     tables = {}
     print(f"\n== score spread by pair and style ({len(queries)} prompts, {args.max_new_tokens} new tokens)")
     for pair in ("harmless", "helpful"):
@@ -73,7 +76,7 @@ def main() -> None:
     for dtype, attn in (("float32", "eager"), ("float32", "sdpa"), ("bfloat16", "eager"), ("bfloat16", "sdpa")):
         model = load_causal_lm(resolved.path, dtype=getattr(torch, dtype), device=torch.device("cpu"), attn_implementation=attn)
         started = time.perf_counter()
-        result = score_table(model, tokenizer, scored.select(generated_columns()), prompts, ScoreParams(dtype=dtype, attn_implementation=attn))
+        result = score_table(model, tokenizer, scored.select(generated_columns()), prompts, score_params_for(dtype, attn))
         elapsed = time.perf_counter() - started
         s = result["score"].to_numpy()
         if baseline is None:
@@ -83,6 +86,10 @@ def main() -> None:
         flips = np.mean(np.sign(s) != np.sign(baseline[0]))
         print(f"{dtype:8s} {attn:5s} time={elapsed:6.1f}s speed-up={baseline[1] / elapsed:4.2f}x "
               f"mean|dR|={ds.mean():.4f} max|dR|={ds.max():.4f} max|dLL|={dlp.max():.4f} sign_flips={flips:.1%}")
+
+
+def score_params_for(dtype: str, attn: str):
+    return load_section(ScoreParams, "score", dtype=dtype, attn_implementation=attn)
 
 
 def generated_columns():

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import typer
 
-from stages import filter as filter_stage
 from stages import evaluate, generate, model, prepare, score, train
+from stages import filter as filter_stage
 
 app = typer.Typer(
     help=(

@@ -11,11 +11,12 @@ from pathlib import Path
 import polars as pl
 import typer
 
-from dlma.errors import DlmaError
-from dlma.filtering import build_preferences
-from dlma.io import write_json, write_parquet
-from dlma.params import FilterParams, load_section
-from dlma.stage import stage_entry
+from dlma.core.config import load_section
+from dlma.core.errors import DlmaError
+from dlma.core.io import write_json, write_parquet
+from dlma.core.stage import stage_entry
+from dlma.filter.params import FilterParams
+from dlma.filter.preferences import build_preferences
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ def main(
     params = load_section(FilterParams, "filter", params_file)
     if not scored.is_file():
         raise DlmaError(f"scored table '{scored}' does not exist; run the score stage first")
-    preferences, summary = build_preferences(pl.read_parquet(scored), params)
+    preferences, summary = build_preferences(pl.read_parquet(scored), params, str(scored))
     write_parquet(preferences, out)
     write_json(summary, report)
     log.info("filter: %s", summary)

@@ -11,13 +11,14 @@ from pathlib import Path
 import polars as pl
 import typer
 
-from dlma.errors import DlmaError
-from dlma.generation import sample_responses
-from dlma.io import write_parquet
-from dlma.params import GenerateParams, ModelParams, PromptsParams, load_section
-from dlma.prompts import encode_contexts
-from dlma.stage import stage_entry
-from dlma.stagemodel import load_checked
+from dlma.core.config import load_section
+from dlma.core.errors import DlmaError
+from dlma.core.io import write_parquet
+from dlma.core.stage import stage_entry
+from dlma.generate.params import GenerateParams
+from dlma.generate.sampling import sample_responses
+from dlma.lm.prompts import PromptsParams, encode_contexts
+from dlma.model import ModelParams, load_checked
 
 log = logging.getLogger(__name__)
 

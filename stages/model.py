@@ -15,10 +15,10 @@ from pathlib import Path
 
 import typer
 
-from dlma.io import write_json
-from dlma.modelio import resolve_model
-from dlma.params import ModelParams, load_section
-from dlma.stage import stage_entry
+from dlma.core.config import load_section
+from dlma.core.io import write_json
+from dlma.core.stage import stage_entry
+from dlma.model import ModelParams, resolve_model
 
 log = logging.getLogger(__name__)
 

@@ -12,10 +12,12 @@ from pathlib import Path
 
 import typer
 
-from dlma.data import load_records, prepare_prompts
-from dlma.io import write_json, write_parquet
-from dlma.params import DataParams, load_section
-from dlma.stage import stage_entry
+from dlma.core.config import load_section
+from dlma.core.io import write_json, write_parquet
+from dlma.core.stage import stage_entry
+from dlma.data.loaders import load_records
+from dlma.data.params import DataParams
+from dlma.data.prepare import prepare_prompts
 
 log = logging.getLogger(__name__)
 

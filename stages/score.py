@@ -1,4 +1,5 @@
-"""Stage `score`: the self-rewarding score of every generated pair, plus reference log-probs.
+"""Stage `score`: label every generated pair (`score.labeller`; the default is DLMA's
+self-rewarding contrastive score), plus reference log-probs.
 
     python -m stages.score --generated data/generated.parquet --model-id data/model.json --out data/scored.parquet --report reports/score.json
 
@@ -14,11 +15,14 @@ from pathlib import Path
 import polars as pl
 import typer
 
-from dlma.io import write_json, write_parquet
-from dlma.params import ModelParams, PromptsParams, ScoreParams, load_section
-from dlma.scorer import check_generated, score_summary, score_table
-from dlma.stage import stage_entry
-from dlma.stagemodel import load_checked
+from dlma.core.config import load_section
+from dlma.core.io import write_json, write_parquet
+from dlma.core.stage import stage_entry
+from dlma.lm.prompts import PromptsParams
+from dlma.model import ModelParams, load_checked
+from dlma.score.labellers import check_generated, label
+from dlma.score.params import ScoreParams
+from dlma.score.summary import score_summary
 
 log = logging.getLogger(__name__)
 
@@ -31,14 +35,14 @@ def main(
     report: Path = typer.Option(..., help="output: score distribution (JSON metrics)"),
     params_file: Path = typer.Option(Path("params.yaml"), "--params", help="params file"),
 ) -> None:
-    """Score each (positive, negative) response pair with the model's own log-probs."""
+    """Score each (positive, negative) response pair with the configured labeller."""
     model_params = load_section(ModelParams, "model", params_file)
     prompt_params = load_section(PromptsParams, "prompts", params_file)
     params = load_section(ScoreParams, "score", params_file)
     frame = pl.read_parquet(generated)
     check_generated(frame, str(generated))
     model, tokenizer, _ = load_checked(model_params, model_id, params.dtype, params.attn_implementation)
-    scored = score_table(model, tokenizer, frame, prompt_params, params)
+    scored = label(params.labeller, model, tokenizer, frame, prompt_params, params)
     write_parquet(scored, out)
     summary = score_summary(scored["score"].to_numpy())
     summary["dtype"] = str(next(model.parameters()).dtype).removeprefix("torch.")

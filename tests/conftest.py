@@ -28,6 +28,17 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny-model"))
 
 
+@pytest.fixture(scope="session")
+def tiny_lm(tiny_model_dir):
+    """(model, tokenizer) of the tiny model, float32, eager attention: for read-only use."""
+    import torch
+
+    from dlma.model import load_causal_lm, load_tokenizer
+
+    model = load_causal_lm(tiny_model_dir, dtype=torch.float32, device=torch.device("cpu"), attn_implementation="eager")
+    return model, load_tokenizer(tiny_model_dir)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     # Hash memo and materialised models go to a per-session temp cache, not ~/.cache.

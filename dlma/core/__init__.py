@@ -1,0 +1,1 @@
+"""What every stage shares: errors, atomic writes, params loading, stage entry, table checks, hashing."""

@@ -1,0 +1,43 @@
+"""What every stage shares: logging and turning DlmaError into a clear exit code 2."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import sys
+import time
+
+import typer
+
+from dlma.core.errors import DlmaError
+
+
+def setup_logging() -> None:
+    logging.basicConfig(
+        level=os.environ.get("DLMA_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        force=True,  # a fresh handler per stage call (tests call several in one process)
+    )
+    for noisy in ("httpx", "urllib3", "filelock", "huggingface_hub"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def stage_entry(func):
+    """Wrap a stage's main(): log its time, and print DlmaError as one line, exit code 2."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        setup_logging()
+        log = logging.getLogger(func.__module__)
+        started = time.perf_counter()
+        try:
+            result = func(*args, **kwargs)
+        except DlmaError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            raise typer.Exit(code=2) from None
+        log.info("done in %.1f s", time.perf_counter() - started)
+        return result
+
+    return wrapper

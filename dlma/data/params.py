@@ -1,0 +1,64 @@
+"""Params of the `data` section and of the data sets named elsewhere (evaluate's sets)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from dlma.core.errors import DlmaError
+
+SourceFormat = Literal["auto", "table", "hh", "pku"]
+COLUMN_NAMES = ("prompt", "id", "category", "chosen", "rejected")
+
+
+def _check_columns(where: str, columns: dict[str, str]) -> None:
+    unknown = set(columns) - set(COLUMN_NAMES)
+    if unknown:
+        raise DlmaError(f"{where}.columns has unknown key(s) {sorted(unknown)}; allowed: {', '.join(COLUMN_NAMES)}")
+
+
+@dataclass(frozen=True)
+class DataParams:
+    source: str
+    format: SourceFormat
+    split: str
+    columns: dict[str, str]
+    pku_label: Literal["safer", "better"]
+    limit: int | None
+    eval_fraction: float
+    seed: int
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.eval_fraction < 1.0:
+            raise DlmaError(f"data.eval_fraction must be in [0, 1), got {self.eval_fraction}")
+        if self.limit is not None and self.limit < 1:
+            raise DlmaError(f"data.limit must be a positive integer or null, got {self.limit}")
+        _check_columns("data", self.columns)
+
+
+@dataclass(frozen=True)
+class AgreementSet:
+    """A human-labelled pair set: where it is and how to read it (keys as in DataParams)."""
+
+    name: str
+    source: str
+    format: SourceFormat
+    columns: dict[str, str]
+    pku_label: Literal["safer", "better"]
+
+    def __post_init__(self) -> None:
+        _check_columns(f"agreement set '{self.name}'", self.columns)
+
+
+@dataclass(frozen=True)
+class PromptSet:
+    """An extra prompt set; `kind` labels its prompts harmful / safe, or `mixed` (by category)."""
+
+    name: str
+    source: str
+    format: SourceFormat
+    columns: dict[str, str]
+    kind: Literal["mixed", "harmful", "safe"]
+
+    def __post_init__(self) -> None:
+        _check_columns(f"prompt set '{self.name}'", self.columns)

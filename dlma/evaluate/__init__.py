@@ -1,0 +1,1 @@
+"""Step `evaluate`: label agreement with human labels, aligned vs base under a registry of judges, the report."""

@@ -1,0 +1,68 @@
+"""Label agreement (the paper's first experiment): on human-labelled (chosen, rejected)
+pairs, how often each labelling method, with the base model as judge, picks the human's
+choice. The bookkeeping is in dlma.evaluate.stats."""
+
+from __future__ import annotations
+
+import logging
+
+import polars as pl
+
+from dlma.evaluate.params import EvaluateParams
+from dlma.evaluate.sets import agreement_sets
+from dlma.evaluate.stats import accuracy_summary
+from dlma.lm.ab_judge import ab_judge
+from dlma.lm.prompts import PromptsParams
+from dlma.score.contrastive import score_table
+from dlma.score.params import ScoreParams
+
+log = logging.getLogger(__name__)
+
+
+def label_agreement(model, tokenizer, frame: pl.DataFrame, prompts: PromptsParams, score: ScoreParams,
+                    template: str, tokens: list[str], *, samples: int, seed: int) -> tuple[dict, pl.DataFrame]:
+    """Agreement with human labels of (chosen, rejected) pairs for three judging methods."""
+    pairs = frame.select("id", "prompt", pl.col("chosen").alias("response_pos"), pl.col("rejected").alias("response_neg"))
+    scored = score_table(model, tokenizer, pairs, prompts, score, with_reference=False)
+    contrastive = (scored["score"].to_numpy() > 0).astype(float)
+    # Plain likelihood under the positive prompt: is the human-preferred answer more likely?
+    likelihood = (scored["logp_pos_given_pos"].to_numpy() > scored["logp_neg_given_pos"].to_numpy()).astype(float)
+    judge = ab_judge(model, tokenizer, prompts.bare, template, tokens, frame["prompt"].to_list(),
+                     frame["chosen"].to_list(), frame["rejected"].to_list(), batch_size=score.batch_size)
+    ab_correct = (judge["prob_chosen"] > 0.5).astype(float)
+    shorter = (scored["n_tokens_pos"].to_numpy() < scored["n_tokens_neg"].to_numpy()).astype(float)
+    summary = {
+        "rows": frame.height,
+        "contrastive": accuracy_summary(contrastive, samples=samples, seed=seed) | {"order_consistency": 1.0},
+        "ab_judge": accuracy_summary(ab_correct, samples=samples, seed=seed) | {
+            "order_consistency": float(judge["consistent"].mean()),
+            "prefers_a_both_orders": float(judge["prefers_a_both"].mean()),
+            "answer_token_mass": float(judge["answer_mass"].mean()),
+        },
+        "likelihood": accuracy_summary(likelihood, samples=samples, seed=seed),
+        "chosen_is_shorter": float(shorter.mean()),
+    }
+    rows = frame.select("id", "prompt", "chosen", "rejected").with_columns(
+        pl.Series("score", scored["score"]), pl.Series("contrastive_right", contrastive),
+        pl.Series("likelihood_right", likelihood), pl.Series("ab_prob_chosen", judge["prob_chosen"]),
+        pl.Series("ab_consistent", judge["consistent"]), pl.Series("ab_answer_mass", judge["answer_mass"]),
+    )
+    return summary, rows
+
+
+def agreement_results(model, tokenizer, params: EvaluateParams, prompts: PromptsParams, score: ScoreParams) -> tuple[dict, list[pl.DataFrame]]:
+    """label_agreement on every configured set, in params order; a missing set is reported as skipped."""
+    loaded, skipped = agreement_sets(params)
+    results, rows = {}, []
+    for spec in params.agreement_sets:
+        if spec.name in skipped:
+            results[spec.name] = {"skipped": skipped[spec.name]}
+            continue
+        summary, detail = label_agreement(
+            model, tokenizer, loaded[spec.name], prompts, score, params.judge_prompt, params.judge_tokens,
+            samples=params.bootstrap, seed=params.seed,
+        )
+        results[spec.name] = summary
+        rows.append(detail.with_columns(pl.lit(spec.name).alias("set")))
+        log.info("agreement %s: %s", spec.name, summary)
+    return results, rows

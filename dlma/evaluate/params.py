@@ -1,0 +1,46 @@
+"""Params of the `evaluate` section."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dlma.core.errors import DlmaError
+from dlma.data.params import AgreementSet, PromptSet
+
+
+@dataclass(frozen=True)
+class EvaluateParams:
+    limit: int | None
+    seed: int
+    bootstrap: int
+    judges: list[str]
+    tie_margin: float
+    reward_model: str
+    judge_prompt: str
+    judge_tokens: list[str]
+    agreement_sets: list[AgreementSet]
+    prompt_sets: list[PromptSet]
+
+    def __post_init__(self) -> None:
+        from dlma.evaluate.judges import JUDGES
+
+        unknown = [j for j in self.judges if j not in JUDGES]
+        if unknown:
+            raise DlmaError(f"evaluate.judges: unknown judge(s) {unknown}; known judges: {list(JUDGES)}")
+        for name in self.judges:
+            for key in JUDGES[name].needs_params:
+                if not getattr(self, key):
+                    raise DlmaError(f"evaluate.judges lists {name} but evaluate.{key} is empty; give a path or hub id")
+        for key in ("{q}", "{a}", "{b}"):
+            if key not in self.judge_prompt:
+                raise DlmaError(f"evaluate.judge_prompt must contain {key}")
+        if len(self.judge_tokens) != 2:
+            raise DlmaError("evaluate.judge_tokens must name exactly two answer tokens, e.g. [A, B]")
+        if self.limit is not None and self.limit < 1:
+            raise DlmaError("evaluate.limit must be a positive integer or null")
+        if self.bootstrap < 1:
+            raise DlmaError("evaluate.bootstrap must be >= 1")
+        for kind, sets in (("agreement", self.agreement_sets), ("prompt", self.prompt_sets)):
+            names = [s.name for s in sets]
+            if len(set(names)) != len(names):
+                raise DlmaError(f"evaluate.{kind}_sets: names must be unique, got {names}")

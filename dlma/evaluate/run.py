@@ -1,0 +1,180 @@
+"""The evaluate step as a library call: both questions of the paper, then the outputs.
+
+1. Label agreement: on human-labelled pairs, how often the contrastive score, an A/B
+   (RLAIF-style) judge and plain likelihood pick the human-preferred answer.
+2. Aligned versus base: both answer the held-out prompts (same sampling params and seed);
+   the configured judges (dlma/evaluate/judges) give their verdicts; quality guards.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from dlma.core.config import flatten, load_section
+from dlma.core.io import atomic_path, write_csv, write_json, write_parquet
+from dlma.evaluate import report as reporting
+from dlma.evaluate.agreement import agreement_results
+from dlma.evaluate.judges import JUDGES, JudgeContext, JudgeResult, run_judges
+from dlma.evaluate.params import EvaluateParams
+from dlma.evaluate.quality import quality_guards
+from dlma.evaluate.sets import prompt_sets
+from dlma.evaluate.stats import rates
+from dlma.generate.params import GenerateParams
+from dlma.generate.sampling import sample_responses
+from dlma.lm.prompts import PromptsParams, encode_contexts
+from dlma.model import (
+    ModelParams,
+    load_aligned,
+    load_causal_lm,
+    load_checked,
+    read_card,
+    resolve_device,
+    resolve_dtype,
+)
+from dlma.score.params import ScoreParams
+from dlma.tracking import store
+from dlma.tracking.params import TrackingParams
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """Every params section the evaluate step reads."""
+
+    model: ModelParams
+    prompts: PromptsParams
+    generate: GenerateParams
+    score: ScoreParams
+    evaluate: EvaluateParams
+    tracking: TrackingParams
+
+    @classmethod
+    def load(cls, path: Path) -> EvaluateConfig:
+        return cls(
+            model=load_section(ModelParams, "model", path), prompts=load_section(PromptsParams, "prompts", path),
+            generate=load_section(GenerateParams, "generate", path), score=load_section(ScoreParams, "score", path),
+            evaluate=load_section(EvaluateParams, "evaluate", path), tracking=load_section(TrackingParams, "tracking", path),
+        )
+
+
+@dataclass(frozen=True)
+class EvaluateInputs:
+    eval_prompts: Path
+    model_id: Path
+    aligned: Path
+    scored: Path
+    curve: Path
+
+
+@dataclass(frozen=True)
+class EvaluateOutputs:
+    metrics: Path
+    samples: Path
+    agreement_samples: Path
+    report: Path
+    score_hist: Path  # plot data (CSV)
+    win_rate: Path  # plot data (CSV)
+    figure_score_hist: Path  # PNG
+    figure_win_rate: Path  # PNG
+    figure_train_curve: Path  # PNG
+
+
+@dataclass
+class Evaluation:
+    metrics: dict
+    samples: pl.DataFrame
+    agreement_rows: list[pl.DataFrame]
+    judges: dict[str, JudgeResult]
+    details: dict
+
+
+def generate_answers(model, tokenizer, queries: list[str], config: EvaluateConfig) -> list[str]:
+    contexts = encode_contexts(tokenizer, config.prompts, queries, "bare")
+    return [s.text for s in sample_responses(model, tokenizer, contexts, config.generate)]
+
+
+def answer_both(config: EvaluateConfig, inputs: EvaluateInputs, base_path: Path, tokenizer, queries: list[str]) -> dict[str, list[str]]:
+    """Base and aligned answers with the same sampling params and seed. Generation runs in
+    the sampling dtype, judging in the scoring dtype: separate copies, since casting the
+    judge down and back would lose its precision."""
+    device = resolve_device(config.model.device)
+    dtype = resolve_dtype(config.generate.dtype if config.generate.dtype != "auto" else config.model.dtype, device)
+    base_model = load_causal_lm(base_path, dtype=dtype, device=device)
+    answers = {"base": generate_answers(base_model, tokenizer, queries, config)}
+    del base_model
+    aligned_model, _, _ = load_aligned(inputs.aligned, dtype=dtype, device=device)
+    answers["aligned"] = generate_answers(aligned_model, tokenizer, queries, config)
+    return answers
+
+
+def evaluate(config: EvaluateConfig, inputs: EvaluateInputs) -> Evaluation:
+    card = read_card(inputs.aligned)
+    judge_model, tokenizer, resolved = load_checked(config.model, inputs.model_id, config.score.dtype, config.score.attn_implementation)
+    agreement, agreement_rows = agreement_results(judge_model, tokenizer, config.evaluate, config.prompts, config.score)
+    prompts, skipped_sets = prompt_sets(inputs.eval_prompts, config.evaluate)
+    queries = prompts["prompt"].to_list()
+    answers = answer_both(config, inputs, resolved.path, tokenizer, queries)
+
+    context = JudgeContext(prompts=prompts, queries=queries, aligned=answers["aligned"], base=answers["base"],
+                           judge_model=judge_model, tokenizer=tokenizer, params=config)
+    judged = run_judges(config.evaluate.judges, context)
+    perplexity, text = quality_guards(judge_model, tokenizer, config.prompts, queries, answers,
+                                      batch_size=config.score.batch_size, bare_logps=context.shared.get("bare_logps"))
+    metrics = {"agreement": agreement, "win_rate": {n: rates(r.verdicts) for n, r in judged.items() if r.verdicts is not None}}
+    for result in judged.values():
+        metrics.update(result.metrics)
+    metrics |= {"perplexity": perplexity, "text": text}
+
+    judge_columns = {name: values for result in judged.values() for name, values in result.columns.items()}
+    verdict_columns = {f"verdict_{n}": r.verdicts for n, r in judged.items() if r.verdicts is not None}
+    samples = prompts.with_columns(
+        pl.Series("answer_base", answers["base"], dtype=pl.String), pl.Series("answer_aligned", answers["aligned"], dtype=pl.String),
+        *[pl.Series(name, values) for name, values in {**judge_columns, **verdict_columns}.items()],
+    )
+    details = {"base": config.model.base, "model_dir": str(inputs.aligned), "version": card.get("version", resolved.sha256[:16]),
+               "eval_prompts": prompts.height, "skipped_prompt_sets": skipped_sets,
+               "judges": {name: JUDGES[name].description for name in judged}}
+    return Evaluation(metrics, samples, agreement_rows, judged, details)
+
+
+def write_outputs(evaluation: Evaluation, inputs: EvaluateInputs, outputs: EvaluateOutputs) -> None:
+    metrics = evaluation.metrics
+    write_parquet(evaluation.samples, outputs.samples)
+    rows = evaluation.agreement_rows
+    write_parquet(pl.concat(rows, how="vertical") if rows else pl.DataFrame({"set": []}, schema={"set": pl.String}), outputs.agreement_samples)
+
+    histogram = reporting.score_histogram(pl.read_parquet(inputs.scored)["score"].to_numpy())
+    write_csv(histogram, outputs.score_hist)
+    win_long = pl.DataFrame(
+        [{"judge": j, "outcome": o, "rate": r[o]} for j, r in metrics["win_rate"].items() for o in ("win", "tie", "lose")],
+        schema={"judge": pl.String, "outcome": pl.String, "rate": pl.Float64},
+    )
+    write_csv(win_long, outputs.win_rate)
+    figures = {"Score distribution": outputs.figure_score_hist, "Aligned vs base": outputs.figure_win_rate,
+               "Training curve": outputs.figure_train_curve}
+    reporting.save_score_histogram(histogram, outputs.figure_score_hist)
+    reporting.save_win_rates(metrics["win_rate"], outputs.figure_win_rate)
+    reporting.save_train_curve(pl.read_csv(inputs.curve), outputs.figure_train_curve)
+
+    samples = evaluation.samples
+    examples = pl.concat([samples.filter(pl.col("harm") == h).head(3) for h in ("harmful", "safe")], how="vertical")
+    here = outputs.report.parent
+    relative = {t: str(p.relative_to(here)) if p.is_relative_to(here) else str(p) for t, p in figures.items()}
+    with atomic_path(outputs.report) as tmp:
+        tmp.write_text(reporting.markdown_report(metrics, evaluation.details, evaluation.judges, examples, relative))
+    write_json({**metrics, "skipped_prompt_sets": evaluation.details["skipped_prompt_sets"]}, outputs.metrics)
+
+
+def log_evaluation(evaluation: Evaluation, outputs: EvaluateOutputs, tracking: TrackingParams) -> str:
+    """Log the headline metrics and the report into the MLflow run of the model's pipeline version."""
+    experiment_id = store.configure(tracking)
+    metrics = {**evaluation.metrics, "skipped_prompt_sets": evaluation.details["skipped_prompt_sets"]}
+    flat = {f"eval/{k}": float(v) for k, v in flatten(metrics, sep="/", numbers_only=True).items()}
+    artifacts = [outputs.report, outputs.metrics, outputs.samples, outputs.figure_score_hist, outputs.figure_win_rate,
+                 outputs.figure_train_curve]
+    return store.log_to_version_run(experiment_id, evaluation.details["version"], flat, [str(p) for p in artifacts])

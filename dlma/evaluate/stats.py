@@ -1,0 +1,65 @@
+"""Bookkeeping of the evaluation: accuracies with bootstrap intervals, win/tie/lose with
+both answer orders, and text statistics. Pure functions of arrays and strings."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+
+
+def bootstrap_interval(correct: np.ndarray, *, samples: int = 1000, seed: int = 0) -> tuple[float, float]:
+    """95% percentile-bootstrap interval of the mean of per-row scores in [0, 1]."""
+    correct = np.asarray(correct, dtype=np.float64)
+    if correct.size == 0:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    means = correct[rng.integers(0, correct.size, size=(samples, correct.size))].mean(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return float(low), float(high)
+
+
+def accuracy_summary(correct: np.ndarray, *, samples: int, seed: int) -> dict:
+    low, high = bootstrap_interval(correct, samples=samples, seed=seed)
+    return {"accuracy": float(np.mean(correct)), "ci_low": low, "ci_high": high}
+
+
+def verdict_from_margin(margin: float, tie_margin: float) -> str:
+    """win / tie / lose for the first answer from a signed, order-free judge value."""
+    if margin > tie_margin:
+        return "win"
+    if margin < -tie_margin:
+        return "lose"
+    return "tie"
+
+
+def verdict_from_two_orders(first_prefers_first: bool, swapped_prefers_first: bool) -> str:
+    """Order-sensitive judge asked in both orders about answers X (ours) and Y.
+
+    first_prefers_first: with X shown first, the judge picked X.
+    swapped_prefers_first: with Y shown first, the judge picked Y (its first answer).
+    A win needs X picked in both orders; a loss, Y in both; anything else is a tie.
+    """
+    picked_x = [first_prefers_first, not swapped_prefers_first]
+    if all(picked_x):
+        return "win"
+    if not any(picked_x):
+        return "lose"
+    return "tie"
+
+
+def rates(verdicts: list[str]) -> dict:
+    counts = Counter(verdicts)
+    total = max(len(verdicts), 1)
+    return {k: counts.get(k, 0) / total for k in ("win", "tie", "lose")} | {"n": len(verdicts)}
+
+
+def distinct_n(texts: list[str], n: int) -> float:
+    """Unique n-grams / all n-grams over whitespace tokens of all texts (0 if none)."""
+    grams = [tuple(words[i:i + n]) for words in (t.split() for t in texts) for i in range(len(words) - n + 1)]
+    return len(set(grams)) / len(grams) if grams else 0.0
+
+
+def perplexity(summed_logps: np.ndarray, token_counts: np.ndarray) -> float:
+    """exp(- total log-prob / total tokens): token-weighted, over all answers."""
+    return float(np.exp(-np.sum(summed_logps) / np.sum(token_counts)))

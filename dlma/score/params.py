@@ -1,0 +1,27 @@
+"""Params of the `score` section (also the judging numerics of `evaluate`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from dlma.core.config import DTypeName
+from dlma.core.errors import DlmaError
+
+
+@dataclass(frozen=True)
+class ScoreParams:
+    labeller: str
+    dtype: DTypeName
+    attn_implementation: Literal["eager", "sdpa"]
+    batch_size: int
+    max_length: int
+    padding_side: Literal["right", "left"]
+
+    def __post_init__(self) -> None:
+        from dlma.score.labellers import LABELLERS
+
+        if self.labeller not in LABELLERS:
+            raise DlmaError(f"score.labeller: unknown labeller '{self.labeller}'; known labellers: {sorted(LABELLERS)}")
+        if self.batch_size < 1 or self.max_length < 1:
+            raise DlmaError("score.batch_size and score.max_length must be >= 1")

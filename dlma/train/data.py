@@ -1,0 +1,73 @@
+"""Preference table -> tokenised training set (the exact tokens `score` used)."""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import polars as pl
+
+from dlma.core.errors import DlmaError
+from dlma.core.tables import require_table
+from dlma.lm.logprobs import response_logprobs
+from dlma.lm.prompts import PromptsParams, encode_contexts, encode_response
+
+log = logging.getLogger(__name__)
+
+REQUIRED = ("id", "prompt", "chosen", "rejected", "margin")
+REFERENCE = ("ref_logp_chosen", "ref_logp_rejected")
+
+
+def check_preferences(frame: pl.DataFrame, source: str) -> bool:
+    """Validate the table; return whether it carries the reference log-probs."""
+    require_table(frame, REQUIRED, source, producer="filter",
+                  empty_hint=": no preference pairs to train on (see reports/filter.json)")
+    has_reference = all(c in frame.columns for c in REFERENCE)
+    numeric = ["margin", *REFERENCE] if has_reference else ["margin"]
+    for column in numeric:
+        values = frame[column].cast(pl.Float64)
+        bad = frame.filter(values.is_null() | values.is_nan() | values.is_infinite())
+        if bad.height:
+            raise DlmaError(f"'{source}': field '{column}' is NaN or missing in row id={bad['id'][0]!r} ({bad.height} rows)")
+    return has_reference
+
+
+def tokenise_preferences(
+    frame: pl.DataFrame, tokenizer, prompts: PromptsParams, *, max_length: int
+) -> tuple[list[dict], dict]:
+    """Rows of prompt_ids / chosen_ids / rejected_ids (+ margin, ids, reference log-probs
+    when present). Pairs longer than max_length are skipped and counted: truncating them
+    would change the tokens the reference log-probs were computed on."""
+    prompt_ids = encode_contexts(tokenizer, prompts, frame["prompt"].to_list(), "bare")
+    rows, skipped = [], 0
+    has_reference = all(c in frame.columns for c in REFERENCE)
+    for index, record in enumerate(frame.iter_rows(named=True)):
+        chosen = encode_response(tokenizer, record["chosen"])
+        rejected = encode_response(tokenizer, record["rejected"])
+        if len(prompt_ids[index]) + max(len(chosen), len(rejected)) > max_length:
+            skipped += 1
+            continue
+        row = {
+            "id": record["id"], "prompt_ids": prompt_ids[index], "chosen_ids": chosen,
+            "rejected_ids": rejected, "margin": float(record["margin"]),
+        }
+        if has_reference:
+            row["ref_chosen_logps"] = float(record["ref_logp_chosen"])
+            row["ref_rejected_logps"] = float(record["ref_logp_rejected"])
+        rows.append(row)
+    if skipped:
+        log.warning("skipped %d pair(s) longer than train.max_length=%d tokens", skipped, max_length)
+    if not rows:
+        raise DlmaError(f"every pair is longer than train.max_length={max_length}; raise it")
+    return rows, {"pairs": len(rows), "skipped_too_long": skipped}
+
+
+def add_reference_logps(rows: list[dict], model, tokenizer, *, batch_size: int) -> None:
+    """Compute reference log-probs once, before training, when the table lacks them."""
+    pairs = [(r["prompt_ids"], r["chosen_ids"]) for r in rows] + [(r["prompt_ids"], r["rejected_ids"]) for r in rows]
+    logps = response_logprobs(model, pairs, pad_id=tokenizer.pad_token_id, batch_size=batch_size, desc="reference")
+    for index, row in enumerate(rows):
+        row["ref_chosen_logps"] = float(logps[index])
+        row["ref_rejected_logps"] = float(logps[len(rows) + index])
+        if not (math.isfinite(row["ref_chosen_logps"]) and math.isfinite(row["ref_rejected_logps"])):
+            raise DlmaError(f"reference log-prob is not finite for id={row['id']!r}")

@@ -1,0 +1,51 @@
+"""Params of the `train` section."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from dlma.core.config import DTypeName
+from dlma.core.errors import DlmaError
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    loss: Literal["margin", "weighted"]
+    beta: float
+    margin_weight: float
+    margin_min: float
+    margin_max: float
+    peft: Literal["lora", "none"]
+    lora_r: int
+    lora_alpha: int
+    lora_dropout: float
+    lora_target_modules: list[str]
+    learning_rate: float
+    optimizer: str
+    lr_scheduler: str
+    warmup_steps: int
+    epochs: float
+    max_steps: int
+    batch_size: int
+    gradient_accumulation_steps: int
+    max_length: int
+    max_grad_norm: float
+    gradient_checkpointing: bool
+    save_steps: int
+    seed: int
+    dtype: DTypeName
+
+    def __post_init__(self) -> None:
+        if self.beta <= 0:
+            raise DlmaError(f"train.beta must be > 0, got {self.beta}")
+        if self.margin_min > self.margin_max:
+            raise DlmaError("train.margin_min must be <= train.margin_max")
+        if self.loss == "weighted" and self.margin_weight != 0:
+            raise DlmaError("train.loss 'weighted' multiplies the loss by R; set train.margin_weight to 0 with it")
+        if self.batch_size < 1 or self.save_steps < 1 or self.gradient_accumulation_steps < 1:
+            raise DlmaError("train.batch_size, train.gradient_accumulation_steps and train.save_steps must be >= 1")
+        if not 0.0 <= self.lora_dropout < 1.0:
+            raise DlmaError(f"train.lora_dropout must be in [0, 1), got {self.lora_dropout}")
+        if self.learning_rate <= 0:
+            raise DlmaError(f"train.learning_rate must be > 0, got {self.learning_rate}")

@@ -1,0 +1,168 @@
+"""Configure and run MarginDPOTrainer: its config from params, LoRA, checkpoints, curves."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import torch
+from transformers import TrainerCallback
+
+from dlma.train.loss import dpo_logratio_difference
+from dlma.train.params import TrainParams
+from dlma.train.trainer import (
+    MarginDPOConfig,
+    MarginDPOTrainer,
+    MarginPreferenceCollator,
+    sequence_logps,
+)
+
+log = logging.getLogger(__name__)
+
+CURVE_KEYS = (
+    "loss", "learning_rate", "grad_norm", "rewards/chosen", "rewards/rejected", "rewards/accuracies",
+    "rewards/margins", "logps/chosen", "logps/rejected", "self_reward/margin",
+)
+
+
+def trainer_config(params: TrainParams, output_dir: Path, device: torch.device) -> MarginDPOConfig:
+    """Every train param, loss params included, goes to the trainer through this config."""
+    return MarginDPOConfig(
+        output_dir=str(output_dir),
+        per_device_train_batch_size=params.batch_size,
+        per_device_eval_batch_size=params.batch_size,
+        gradient_accumulation_steps=params.gradient_accumulation_steps,
+        learning_rate=params.learning_rate,
+        optim=params.optimizer,
+        lr_scheduler_type=params.lr_scheduler,
+        warmup_steps=params.warmup_steps,
+        num_train_epochs=params.epochs,
+        max_steps=params.max_steps,
+        max_grad_norm=params.max_grad_norm,
+        gradient_checkpointing=params.gradient_checkpointing,
+        beta=params.beta,
+        dlma_loss=params.loss,
+        margin_weight=params.margin_weight,
+        margin_min=params.margin_min,
+        margin_max=params.margin_max,
+        seed=params.seed,
+        data_seed=params.seed,
+        logging_steps=1,
+        save_strategy="steps",
+        save_steps=params.save_steps,
+        save_total_limit=2,
+        report_to="none",  # MLflow is logged by CurveLogger into the pipeline version's run
+        remove_unused_columns=False,
+        precompute_ref_log_probs=True,  # they are in the data: no reference model is built
+        use_cpu=device.type == "cpu",
+        bf16=params.dtype == "bfloat16",
+        fp16=params.dtype == "float16",
+        dataloader_num_workers=0,
+        disable_tqdm=False,
+    )
+
+
+def lora_config(params: TrainParams):
+    if params.peft == "none":
+        return None
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=params.lora_r, lora_alpha=params.lora_alpha, lora_dropout=params.lora_dropout,
+        target_modules=list(params.lora_target_modules), task_type="CAUSAL_LM",
+    )
+
+
+def latest_checkpoint(directory: Path) -> Path | None:
+    found = [p for p in directory.glob("checkpoint-*") if re.fullmatch(r"checkpoint-\d+", p.name) and (p / "trainer_state.json").is_file()]
+    return max(found, key=lambda p: int(p.name.split("-")[1])) if found else None
+
+
+class CurveLogger(TrainerCallback):
+    """Send each logged step to the active MLflow run (trl's metric names)."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        mlflow = sys.modules.get("mlflow")  # not imported means no run is active
+        if not logs or mlflow is None or mlflow.active_run() is None:
+            return
+        metrics = {k: float(v) for k, v in logs.items() if k in CURVE_KEYS and isinstance(v, (int, float)) and math.isfinite(v)}
+        if metrics:
+            mlflow.log_metrics(metrics, step=state.global_step)
+
+
+def curve_rows(log_history: list[dict]) -> list[dict]:
+    """One row per optimiser step with the curve keys (the trainer's log history, which
+    survives a resume)."""
+    rows = []
+    for entry in log_history:
+        if "loss" in entry and "step" in entry:
+            rows.append({"step": entry["step"], **{k: entry.get(k) for k in CURVE_KEYS}})
+    return rows
+
+
+def train(model, tokenizer, rows: list[dict], params: TrainParams, checkpoint_dir: Path, device: torch.device,
+          callbacks: list | None = None) -> tuple[MarginDPOTrainer, dict]:
+    from datasets import Dataset
+
+    dataset = Dataset.from_list(rows)
+    trainer = MarginDPOTrainer(
+        model=model,
+        args=trainer_config(params, checkpoint_dir, device),
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        data_collator=MarginPreferenceCollator(tokenizer.pad_token_id),
+        peft_config=lora_config(params),
+        callbacks=[CurveLogger(), *(callbacks or [])],
+    )
+    resume = latest_checkpoint(checkpoint_dir)
+    if resume is not None:
+        log.info("resuming from %s", resume)
+    started = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    elapsed = time.perf_counter() - started
+    resumed_from = int(resume.name.split("-")[1]) if resume else 0
+    summary = {
+        "steps": trainer.state.global_step,
+        "train_seconds": elapsed,
+        "seconds_per_step": elapsed / max(trainer.state.global_step - resumed_from, 1),
+        "resumed_from_step": resumed_from,
+        "train_loss_mean": result.training_loss,
+    }
+    return trainer, summary
+
+
+@torch.no_grad()
+def final_metrics(trainer: MarginDPOTrainer) -> dict:
+    """Loss, reward margin and accuracy over the whole training set with the final weights."""
+    trainer.model.eval()
+    losses, accuracies, margins, count = 0.0, 0.0, 0.0, 0
+    for batch in trainer.get_train_dataloader():
+        inputs = trainer._prepare_inputs(batch)
+        logps = sequence_logps(trainer.model, inputs)
+        pair_losses, chosen, rejected = trainer.per_pair_loss(inputs, logps)
+        delta = dpo_logratio_difference(chosen, rejected, inputs["ref_chosen_logps"], inputs["ref_rejected_logps"])
+        reward_margin = trainer.args.beta * delta
+        losses += float(pair_losses.sum())
+        accuracies += float((reward_margin > 0).sum())
+        margins += float(reward_margin.sum())
+        count += pair_losses.numel()
+    return {"final_loss": losses / count, "reward_accuracy": accuracies / count, "reward_margin": margins / count, "pairs": count}
+
+
+def save_model(trainer, tokenizer, card: dict, out: Path, card_name: str) -> None:
+    """Write adapter (or full model), tokenizer and card to `out` atomically: a crash
+    never leaves a half-written model for DVC to cache."""
+    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    trainer.model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    (tmp / card_name).write_text(json.dumps(card, indent=2) + "\n")
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)

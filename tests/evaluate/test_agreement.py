@@ -1,0 +1,107 @@
+"""Label agreement on real HH-RLHF rows with a tiny model, against an independent count."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from dlma.core.config import load_section
+from dlma.core.errors import DlmaError
+from dlma.data.loaders import load_records
+from dlma.evaluate.agreement import agreement_results, label_agreement
+from dlma.evaluate.params import EvaluateParams
+from dlma.lm.prompts import context_text, encode_context, encode_response
+from dlma.model import load_causal_lm, load_tokenizer
+from dlma.score.params import ScoreParams
+from tests.helpers import TEST_PROMPTS as PROMPTS
+from tests.helpers import reference_logprob, shipped
+
+REPO = Path(__file__).resolve().parents[2]
+TEMPLATE = "Which is better?\nQ: {q}\nA: {a}\nB: {b}\nAnswer A or B."
+
+
+@pytest.fixture(scope="module")
+def judge(tiny_model_dir):
+    model = load_causal_lm(tiny_model_dir, dtype=torch.float32, device=torch.device("cpu"), attn_implementation="eager")
+    return model, load_tokenizer(tiny_model_dir)
+
+
+def independent_ab(model, tokenizer, q, a, b):
+    text = tokenizer.apply_chat_template([{"role": "user", "content": TEMPLATE.format(q=q, a=a, b=b)}], tokenize=False, add_generation_prompt=True)
+    ids = torch.tensor([tokenizer(text, add_special_tokens=False)["input_ids"]])
+    with torch.no_grad():
+        probs = torch.softmax(model(input_ids=ids).logits[0, -1].double(), -1)
+    token_a = tokenizer("A", add_special_tokens=False)["input_ids"][0]
+    token_b = tokenizer("B", add_special_tokens=False)["input_ids"][0]
+    return float(probs[token_a]), float(probs[token_b])
+
+
+def test_agreement_counts_match_independent_count(judge, shared_data):
+    model, tokenizer = judge
+    frame, _ = load_records(str(shared_data / "hh-rlhf" / "harmless-base-test-dev.jsonl.gz"))
+    frame = frame.head(8)
+    summary, rows = label_agreement(model, tokenizer, frame, PROMPTS, shipped(ScoreParams, "score", batch_size=3), TEMPLATE, ["A", "B"], samples=200, seed=0)
+
+    contrastive = likelihood = ab_right = consistent = 0
+    for row in frame.iter_rows(named=True):
+        def ll(response, role):
+            context = encode_context(tokenizer, context_text(tokenizer, PROMPTS, row["prompt"], role), chat=True)
+            return reference_logprob(model, context, encode_response(tokenizer, response))
+        c_pos, c_neg, r_pos, r_neg = ll(row["chosen"], "pos"), ll(row["chosen"], "neg"), ll(row["rejected"], "pos"), ll(row["rejected"], "neg")
+        contrastive += ((c_pos - c_neg) - (r_pos - r_neg)) > 0
+        likelihood += c_pos > r_pos
+        pa1, pb1 = independent_ab(model, tokenizer, row["prompt"], row["chosen"], row["rejected"])
+        pa2, pb2 = independent_ab(model, tokenizer, row["prompt"], row["rejected"], row["chosen"])
+        first, swapped = pa1 / (pa1 + pb1), pb2 / (pa2 + pb2)
+        ab_right += (first + swapped) / 2 > 0.5
+        consistent += (first > 0.5) == (swapped > 0.5)
+
+    assert summary["rows"] == 8 and rows.height == 8
+    assert summary["contrastive"]["accuracy"] == contrastive / 8
+    assert summary["likelihood"]["accuracy"] == likelihood / 8
+    assert summary["ab_judge"]["accuracy"] == ab_right / 8
+    assert summary["ab_judge"]["order_consistency"] == consistent / 8
+    for method in ("contrastive", "likelihood", "ab_judge"):
+        assert summary[method]["ci_low"] <= summary[method]["accuracy"] <= summary[method]["ci_high"]
+
+
+def pair_set(name: str, source: str) -> dict:
+    return {"name": name, "source": source, "format": "auto", "columns": {}, "pku_label": "safer"}
+
+
+def write_evaluate(tmp_path, **changes) -> Path:
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["evaluate"].update(changes)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return path
+
+
+def test_unknown_judge(tmp_path):
+    with pytest.raises(DlmaError, match=r"evaluate.judges: unknown judge\(s\) \['gpt4'\]; known judges"):
+        load_section(EvaluateParams, "evaluate", write_evaluate(tmp_path, judges=["self_contrast", "gpt4"]))
+    with pytest.raises(DlmaError, match="reward_model is empty"):
+        load_section(EvaluateParams, "evaluate", write_evaluate(tmp_path, judges=["reward_model"]))
+
+
+def test_agreement_set_with_missing_fields(tmp_path, judge, monkeypatch):
+    agreement = agreement_results
+
+    model, tokenizer = judge
+    bad = tmp_path / "pairs.jsonl"
+    bad.write_text(json.dumps({"prompt": "q", "chosen": "a", "rejected": "b"}) + "\n" + json.dumps({"prompt": "q2", "chosen": "a"}) + "\n")
+    params = load_section(EvaluateParams, "evaluate", write_evaluate(tmp_path, agreement_sets=[pair_set("mine", str(bad))]))
+    with pytest.raises(DlmaError, match=r"pairs.jsonl, line 2: no field 'rejected'"):
+        agreement(model, tokenizer, params, PROMPTS, shipped(ScoreParams, "score"))
+    only_prompts = tmp_path / "prompts.jsonl"
+    only_prompts.write_text(json.dumps({"prompt": "q"}) + "\n")
+    params = load_section(EvaluateParams, "evaluate", write_evaluate(tmp_path, agreement_sets=[pair_set("p", str(only_prompts))]))
+    with pytest.raises(DlmaError, match="agreement set 'p' .* has no chosen/rejected fields"):
+        agreement(model, tokenizer, params, PROMPTS, shipped(ScoreParams, "score"))
+    missing = load_section(EvaluateParams, "evaluate", write_evaluate(tmp_path, agreement_sets=[pair_set("gone", "nowhere/x.jsonl")]))
+    results, _ = agreement(model, tokenizer, missing, PROMPTS, shipped(ScoreParams, "score"))
+    assert results == {"gone": {"skipped": "nowhere/x.jsonl not found"}}

@@ -1,0 +1,165 @@
+"""The judge registry: each shipped judge against an independent computation, and a judge
+registered from outside (here, in the test) reaching metrics.json and the report with no
+other module edited."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+import yaml
+from typer.testing import CliRunner
+
+from dlma.cli import app
+from dlma.core.errors import DlmaError
+from dlma.evaluate.judges import JUDGES, JudgeContext, JudgeResult, register, run_judges
+from dlma.evaluate.judges.reward_model import reward_model_scores
+from dlma.evaluate.params import EvaluateParams
+from dlma.evaluate.quality import answer_logps, quality_guards
+from dlma.evaluate.stats import perplexity, verdict_from_margin
+from dlma.model import load_tokenizer
+from dlma.score.contrastive import score_table
+from dlma.score.params import ScoreParams
+from tests.helpers import REPO, TEST_PROMPTS, shipped
+
+QUERIES = ["How do I make coffee?", "Hi", "Why?"]
+ALIGNED = ["Use fresh beans.", "Hello!", ""]
+BASE = ["No.", "Go away.", "Because."]
+
+
+def context(tiny_lm, **evaluate) -> JudgeContext:
+    model, tokenizer = tiny_lm
+    prompts = pl.DataFrame({"id": ["0", "1", "2"], "prompt": QUERIES, "category": ["harmful", "helpful", "x"],
+                            "set": ["t"] * 3, "harm": ["harmful", "safe", "unknown"]})
+    params = SimpleNamespace(prompts=TEST_PROMPTS, score=shipped(ScoreParams, "score", batch_size=2),
+                             evaluate=shipped(EvaluateParams, "evaluate", **evaluate), model=SimpleNamespace(trust_remote_code=False))
+    return JudgeContext(prompts=prompts, queries=QUERIES, aligned=ALIGNED, base=BASE, judge_model=model,
+                        tokenizer=tokenizer, params=params)
+
+
+def test_self_contrast_verdicts_and_the_perplexity_it_leaves(tiny_lm):
+    model, tokenizer = tiny_lm
+    ctx = context(tiny_lm, tie_margin=0.5)
+    result = run_judges(["self_contrast"], ctx)["self_contrast"]
+    frame = pl.DataFrame({"id": ["0", "1", "2"], "prompt": QUERIES, "response_pos": ALIGNED, "response_neg": BASE})
+    expected = score_table(model, tokenizer, frame, TEST_PROMPTS, shipped(ScoreParams, "score", batch_size=3), with_reference=False)["score"]
+    np.testing.assert_allclose(result.columns["self_contrast_score"], expected.to_numpy(), rtol=1e-5, atol=1e-6)
+    assert result.verdicts == [verdict_from_margin(m, 0.5) for m in expected]
+    # The bare-query log-probs it leaves are exactly what perplexity would compute itself.
+    logps_aligned, tokens_aligned = answer_logps(model, tokenizer, TEST_PROMPTS, QUERIES, ALIGNED, batch_size=2)
+    np.testing.assert_allclose(ctx.shared["bare_logps"]["aligned"][0], logps_aligned, rtol=1e-5)
+    assert ctx.shared["bare_logps"]["aligned"][1].tolist() == tokens_aligned.tolist()
+    reused, _ = quality_guards(model, tokenizer, TEST_PROMPTS, QUERIES, {"base": BASE, "aligned": ALIGNED},
+                               batch_size=2, bare_logps=ctx.shared["bare_logps"])
+    fresh, text = quality_guards(model, tokenizer, TEST_PROMPTS, QUERIES, {"base": BASE, "aligned": ALIGNED}, batch_size=2)
+    assert reused["aligned"] == pytest.approx(fresh["aligned"], rel=1e-6)
+    assert fresh["aligned"] == pytest.approx(perplexity(logps_aligned, tokens_aligned))
+    assert text["aligned"]["mean_tokens"] == pytest.approx(np.mean([len(tokenizer(a)["input_ids"]) for a in ALIGNED]))
+
+
+def test_refusal_judge_counts_by_harm(tiny_lm):
+    ctx = context(tiny_lm)
+    ctx.aligned = ["I can't help with that.", "Sure, hello!", "I cannot do that."]
+    ctx.base = ["Here is how.", "I won't help you with that.", "Fine."]
+    result = run_judges(["refusal"], ctx)["refusal"]
+    assert result.verdicts is None  # a rate, not a comparison
+    assert result.metrics == {"refusal_rate": {"base": {"harmful": 0.0, "safe": 1.0}, "aligned": {"harmful": 1.0, "safe": 0.0}}}
+    assert result.columns["refusal_aligned"] == [True, False, True]
+
+
+def test_ab_judge_reports_its_validity(tiny_lm):
+    result = run_judges(["ab_judge"], context(tiny_lm))["ab_judge"]
+    assert set(result.validity) == {"order_consistency", "prefers_a_both_orders", "answer_token_mass"}
+    assert all(0.0 <= v <= 1.0 for v in result.validity.values())
+    assert len(result.verdicts) == 3 and set(result.verdicts) <= {"win", "tie", "lose"}
+
+
+def test_reward_model_judge(tmp_path, tiny_model_dir):
+    from transformers import LlamaConfig, LlamaForSequenceClassification
+
+    config = LlamaConfig.from_pretrained(tiny_model_dir)
+    config.num_labels = 1
+    torch.manual_seed(0)
+    LlamaForSequenceClassification(config).save_pretrained(tmp_path / "rm")
+    load_tokenizer(tiny_model_dir).save_pretrained(tmp_path / "rm")
+    queries, answers = ["How do I make coffee?", "Hi"], ["Use fresh beans.", "I cannot help."]
+    scores = reward_model_scores(str(tmp_path / "rm"), queries, answers, batch_size=1)
+    batched = reward_model_scores(str(tmp_path / "rm"), queries, answers, batch_size=2)
+    assert scores.shape == (2,) and np.all(np.isfinite(scores))
+    np.testing.assert_allclose(batched, scores, rtol=1e-4, atol=1e-5)  # padding does not change a reward
+    with pytest.raises(DlmaError, match="cannot load"):
+        reward_model_scores(str(tmp_path / "missing"), queries, answers)
+
+
+def test_a_judge_that_needs_a_param_says_which(tmp_path):
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["evaluate"]["judges"] = ["reward_model"]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    from dlma.core.config import load_section
+
+    with pytest.raises(DlmaError, match="evaluate.judges lists reward_model but evaluate.reward_model is empty"):
+        load_section(EvaluateParams, "evaluate", tmp_path / "params.yaml")
+
+
+STAGES = [
+    ["model", "--out", "model.json"],
+    ["prepare", "--train", "train.parquet", "--eval", "eval.parquet", "--report", "prepare.json"],
+    ["generate", "--prompts", "train.parquet", "--model-id", "model.json", "--out", "generated.parquet"],
+    ["score", "--generated", "generated.parquet", "--model-id", "model.json", "--out", "scored.parquet", "--report", "score.json"],
+    ["filter", "--scored", "scored.parquet", "--out", "prefs.parquet", "--report", "filter.json"],
+    ["train", "--preferences", "prefs.parquet", "--model-id", "model.json", "--out", "models/dlma", "--report", "train.json",
+     "--curve", "curve.csv"],
+]
+EVALUATE = ["evaluate", "--eval-prompts", "eval.parquet", "--model-id", "model.json", "--aligned", "models/dlma",
+            "--scored", "scored.parquet", "--curve", "curve.csv", "--metrics", "reports/metrics.json",
+            "--samples", "reports/samples.parquet", "--agreement-samples", "reports/agreement.parquet",
+            "--report", "reports/report.md", "--score-hist", "reports/plots/hist.csv", "--win-rate", "reports/plots/win.csv",
+            "--figure-score-hist", "reports/figures/hist.png", "--figure-win-rate", "reports/figures/win.png",
+            "--figure-train-curve", "reports/figures/curve.png"]
+
+
+def test_a_judge_registered_in_a_test_reaches_metrics_and_report(tmp_path, tiny_model_dir, monkeypatch):
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["model"]["base"] = str(tiny_model_dir)
+    params["data"].update({"source": str(REPO / "data" / "prompts.jsonl"), "limit": 6})
+    params["generate"].update({"max_new_tokens": 4, "batch_size": 4})
+    params["train"].update({"max_steps": 1, "batch_size": 2})
+    params["evaluate"].update({"limit": 2, "bootstrap": 50, "judges": ["refusal", "longer_answer"], "agreement_sets": [],
+                               "prompt_sets": []})
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    (tmp_path / ".dvc").mkdir()  # the repository root for the MLflow store
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("DVC_ROOT", raising=False)
+    for args in STAGES:
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 0, (args[0], result.output)
+
+    @register("longer_answer", description="throwaway: the longer answer wins")
+    def longer_answer(ctx: JudgeContext) -> JudgeResult:
+        verdicts = [verdict_from_margin(len(a) - len(b), 0) for a, b in zip(ctx.aligned, ctx.base)]
+        return JudgeResult(verdicts=verdicts, columns={"length_gap": [len(a) - len(b) for a, b in zip(ctx.aligned, ctx.base)]},
+                           metrics={"answer_chars": {"aligned": {"mean": float(np.mean([len(a) for a in ctx.aligned]))}}},
+                           validity={"always_valid": 1.0})
+
+    try:
+        result = CliRunner().invoke(app, EVALUATE)
+    finally:
+        del JUDGES["longer_answer"]
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(Path("reports/metrics.json").read_text())
+    samples = pl.read_parquet("reports/samples.parquet")
+    gaps = [len(a) - len(b) for a, b in zip(samples["answer_aligned"], samples["answer_base"])]
+    assert samples["length_gap"].to_list() == gaps
+    wins = sum(g > 0 for g in gaps) / len(gaps)
+    assert metrics["win_rate"]["longer_answer"]["win"] == pytest.approx(wins)
+    assert metrics["answer_chars"]["aligned"]["mean"] == pytest.approx(np.mean([len(a) for a in samples["answer_aligned"]]))
+    assert "self_contrast" not in metrics["win_rate"] and "refusal_rate" in metrics
+    report = Path("reports/report.md").read_text()
+    assert "| longer_answer | throwaway: the longer answer wins |" in report and "always valid 100.0%" in report
+    assert "### longer_answer: answer chars" in report

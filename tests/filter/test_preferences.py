@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+import math
+
+import polars as pl
+import pytest
+
+from dlma.core.errors import DlmaError
+from dlma.filter.params import FilterParams
+from dlma.filter.preferences import build_preferences
+from tests.helpers import shipped
+
+
+def scored() -> pl.DataFrame:
+    return pl.DataFrame({
+        "id": ["a", "b", "c", "d", "e"],
+        "prompt": ["q1", "q2", "q3", "word " * 700, "q5"],
+        "response_pos": ["good", "", "same", "x", "fine"],
+        "response_neg": ["bad", "meh", "same", "y", "worse"],
+        "finish_pos": ["eos", "eos", "eos", "eos", "length"],
+        "finish_neg": ["eos", "eos", "eos", "eos", "eos"],
+        "score": [3.0, -2.0, 0.5, 1.0, -7.0],
+        "ref_logp_pos": [-1.0, -2.0, -3.0, -4.0, -5.0],
+        "ref_logp_neg": [-10.0, -20.0, -30.0, -40.0, -50.0],
+    })
+
+
+def test_default_is_the_paper():
+    prefs, report = build_preferences(scored(), shipped(FilterParams, "filter"))
+    # Only the >600-word prompt goes; negative scores keep chosen = the p+ sample.
+    assert prefs["id"].to_list() == ["a", "b", "c", "e"]
+    assert prefs["chosen"].to_list() == ["good", "", "same", "fine"]
+    assert prefs["margin"].to_list() == [3.0, -2.0, 0.5, -7.0]
+    assert prefs["ref_logp_chosen"].to_list() == [-1.0, -2.0, -3.0, -5.0]
+    assert report["dropped"] == {"long_prompt": 1} and report["swapped"] == 0
+    assert prefs.columns == ["id", "prompt", "chosen", "rejected", "margin", "ref_logp_chosen", "ref_logp_rejected"]
+
+
+def test_every_option_counts_its_rows():
+    params = shipped(FilterParams, "filter", drop_empty=True, drop_identical=True, drop_truncated=True, swap_negative=True, min_abs_score=0.0)
+    prefs, report = build_preferences(scored(), params)
+    assert report["dropped"] == {"long_prompt": 1, "empty_response": 1, "identical_responses": 1, "truncated_response": 1}
+    assert prefs["id"].to_list() == ["a"] and report["rows_out"] == 1
+
+
+def test_swap_negates_margin_and_swaps_references():
+    prefs, report = build_preferences(scored(), shipped(FilterParams, "filter", swap_negative=True, max_prompt_words=None))
+    row = prefs.filter(pl.col("id") == "e").row(0, named=True)
+    assert (row["chosen"], row["rejected"], row["margin"]) == ("worse", "fine", 7.0)
+    assert (row["ref_logp_chosen"], row["ref_logp_rejected"]) == (-50.0, -5.0)
+    assert report["swapped"] == 2 and (prefs["margin"] >= 0).all()
+
+
+def test_threshold():
+    prefs, report = build_preferences(scored(), shipped(FilterParams, "filter", min_abs_score=1.5, max_prompt_words=None))
+    assert prefs["id"].to_list() == ["a", "b", "e"] and report["dropped"] == {"low_abs_score": 2}
+
+
+def test_bad_inputs():
+    with pytest.raises(DlmaError, match=r"lacks column\(s\) \['score'\]"):
+        build_preferences(scored().drop("score"), shipped(FilterParams, "filter"))
+    with pytest.raises(DlmaError, match="no rows"):
+        build_preferences(scored().head(0), shipped(FilterParams, "filter"))
+    nan = scored().with_columns(pl.Series("score", [1.0, math.nan, 1.0, 1.0, 1.0]))
+    with pytest.raises(DlmaError, match=r"field 'score' is NaN in row id='b'"):
+        build_preferences(nan, shipped(FilterParams, "filter"))
+    with pytest.raises(DlmaError, match="dropped every row"):
+        build_preferences(scored(), shipped(FilterParams, "filter", min_abs_score=100.0))

@@ -1,0 +1,186 @@
+"""A real `dvc repro` of the pipeline on a tiny model in a temporary git repository, with
+the MLflow store it writes and DVC experiments (run now and queued) recording into it."""
+
+from __future__ import annotations
+
+import json
+
+import polars as pl
+import pytest
+
+from tests.dvcrepo import DvcRepo
+
+pytestmark = pytest.mark.slow
+
+OUTPUTS = ["data/prompts_train.parquet", "data/generated.parquet", "data/scored.parquet", "data/preferences.parquet"]
+SMALL = {
+    "data": {"limit": 8},
+    "generate": {"max_new_tokens": 6, "batch_size": 4},
+    "score": {"batch_size": 4},
+    "train": {"max_steps": 3, "batch_size": 2, "save_steps": 2},
+    "evaluate": {"limit": 4, "bootstrap": 100},
+}
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory, tiny_model_dir):
+    repo = DvcRepo(tmp_path_factory.mktemp("dvc-project"), tiny_model_dir, SMALL)
+    ran = repo.repro()
+    assert ran == ["model", "prepare", "generate", "score", "filter", "train", "evaluate"]
+    repo.commit("first run")
+    return repo
+
+
+def test_outputs_and_reports(repo):
+    preferences = pl.read_parquet(repo.root / "data/preferences.parquet")
+    assert preferences.columns == ["id", "prompt", "chosen", "rejected", "margin", "ref_logp_chosen", "ref_logp_rejected"]
+    scored = pl.read_parquet(repo.root / "data/scored.parquet")
+    assert preferences.height == scored.height == 6  # 8 prompts, 2 held out for evaluation
+    report = json.loads((repo.root / "reports/filter.json").read_text())
+    assert report["rows_in"] == 6 and report["rows_out"] == 6
+    metrics = repo.run("dvc", "metrics", "show", "--json").stdout
+    assert "positive_fraction" in metrics and "rows_out" in metrics
+    evaluation = pl.read_parquet(repo.root / "data/prompts_eval.parquet")
+    assert set(evaluation["prompt"]).isdisjoint(scored["prompt"])
+
+
+def test_evaluation_outputs(repo):
+    metrics = json.loads((repo.root / "reports/metrics.json").read_text())
+    assert {"agreement", "win_rate", "refusal_rate", "perplexity"} <= set(metrics)
+    assert metrics["agreement"]["shipped"]["rows"] == 4
+    # The HH set lives outside this repository: reported as skipped, with the reason.
+    assert "not found" in metrics["agreement"]["hh_harmless"]["skipped"]
+    assert metrics["skipped_prompt_sets"] == {"xstest": "../shared/data/xstest/xstest_prompts.csv not found"}
+    assert set(metrics["win_rate"]) == {"self_contrast", "ab_judge"}
+    for judge in metrics["win_rate"].values():
+        assert judge["win"] + judge["tie"] + judge["lose"] == pytest.approx(1.0) and judge["n"] == 2
+    report = (repo.root / "reports/report.md").read_text()
+    assert "## Aligned versus base" in report and "figures/win_rate.png" in report
+    for figure in ("score_hist.png", "win_rate.png", "train_curve.png"):
+        assert (repo.root / "reports/figures" / figure).read_bytes()[:4] == b"\x89PNG"
+    samples = pl.read_parquet(repo.root / "reports/eval_samples.parquet")
+    assert {"answer_base", "answer_aligned", "verdict_self_contrast", "verdict_ab_judge", "refusal_base"} <= set(samples.columns)
+    shown = repo.run("dvc", "exp", "show", "--json").stdout
+    assert "win_rate" in shown and "perplexity" in shown
+    plots = repo.run("dvc", "plots", "show", "--json").stdout
+    assert "win_rate.csv" in plots and "score_hist.csv" in plots
+
+
+ALL_MODEL_STAGES = {"model", "generate", "score", "train", "evaluate"}
+# One module of each step (and of the shared folders) -> the stages that run it.
+EDITS = {
+    "dlma/core/io.py": {"model", "prepare", "generate", "score", "filter", "train", "evaluate"},
+    "dlma/model.py": ALL_MODEL_STAGES,
+    "dlma/lm/prompts.py": {"generate", "score", "train", "evaluate"},
+    "dlma/data/loaders.py": {"prepare", "evaluate"},
+    "dlma/generate/sampling.py": {"generate", "evaluate"},
+    "dlma/generate/params.py": {"generate", "train", "evaluate"},
+    "dlma/score/contrastive.py": {"score", "evaluate"},
+    "dlma/filter/preferences.py": {"filter"},
+    "dlma/train/loss.py": {"train"},
+    "dlma/tracking/store.py": {"train", "evaluate"},
+    "dlma/evaluate/report.py": {"evaluate"},
+    "stages/filter.py": {"filter"},
+}
+
+
+def stages_with_changed_code(repo) -> set[str]:
+    status = json.loads(repo.run("dvc", "status", "--json").stdout)
+    return {stage for stage, changes in status.items() if any(isinstance(c, dict) and "changed deps" in c for c in changes)}
+
+
+def test_an_edit_reruns_exactly_the_stages_that_run_the_module(repo):
+    assert stages_with_changed_code(repo) == set()
+    for module, expected in EDITS.items():
+        path = repo.root / module
+        original = path.read_text()
+        path.write_text(original + "\n# an edit\n")
+        try:
+            assert stages_with_changed_code(repo) == expected, module
+        finally:
+            path.write_text(original)
+    # Running the code writes bytecode caches into those folders: they must not count.
+    cache = repo.root / "dlma" / "lm" / "__pycache__"
+    cache.mkdir(exist_ok=True)
+    (cache / "prompts.cpython-3x.pyc").write_bytes(b"bytecode")
+    assert stages_with_changed_code(repo) == set()
+
+
+def test_second_repro_reruns_nothing(repo):
+    before = {path: repo.sha(path) for path in OUTPUTS}
+    assert repo.repro() == ["model"]  # the identity check only; its output did not change
+    assert {path: repo.sha(path) for path in OUTPUTS} == before
+
+
+def test_score_param_reruns_score_and_filter_only(repo):
+    generated = repo.sha("data/generated.parquet")
+    repo.set_param("score", "dtype", "bfloat16")  # changes the scores, so filter must rerun too
+    assert repo.repro() == ["model", "score", "filter", "train", "evaluate"]
+    assert repo.sha("data/generated.parquet") == generated
+    repo.run("git", "checkout", "params.yaml")
+    repo.repro()
+
+
+def test_generate_param_reruns_from_generate(repo):
+    generated = repo.sha("data/generated.parquet")
+    repo.set_param("generate", "seed", 1)
+    assert repo.repro() == ["model", "generate", "score", "filter", "train", "evaluate"]
+    assert repo.sha("data/generated.parquet") != generated
+    repo.run("git", "checkout", "params.yaml")
+    repo.repro()
+
+
+def test_same_params_give_identical_bytes(repo):
+    before = {path: repo.sha(path) for path in OUTPUTS}
+    for path in OUTPUTS:
+        (repo.root / path).unlink()
+    repo.repro("--force")
+    assert {path: repo.sha(path) for path in OUTPUTS} == before
+
+
+def mlflow_runs(repo):
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{repo.root / 'mlflow.db'}")
+    return mlflow.search_runs(experiment_names=["dlma"], output_format="list")
+
+
+def test_mlflow_run_has_curves_and_a_model_that_generates(repo):
+    import mlflow
+
+    runs = mlflow_runs(repo)
+    versions = {r.data.tags["dlma.version"] for r in runs}
+    # One run per pipeline version: the reruns above restored earlier versions without
+    # duplicating their runs.
+    assert len(runs) == len(versions)
+    report = json.loads((repo.root / "reports/train.json").read_text())
+    run = next(r for r in runs if r.data.tags["dlma.version"] == report["version"])
+    assert run.info.status == "FINISHED"
+    assert run.data.params["train.beta"] == "0.1" and run.data.params["model.base"]
+    history = mlflow.MlflowClient().get_metric_history(run.info.run_id, "loss")
+    assert [m.step for m in history] == [1, 2, 3]
+    assert {"rewards/accuracies", "rewards/margins", "learning_rate"} <= set(run.data.metrics)
+    assert run.inputs.dataset_inputs and run.inputs.dataset_inputs[0].dataset.name == "preferences"
+    assert run.data.tags["mlflow.source.git.commit"] == repo.run("git", "rev-parse", "HEAD").stdout.strip()
+    # The forced rerun above replaced a version's run: no registered model may point at a deleted run.
+    client = mlflow.MlflowClient()
+    for model_version in client.search_model_versions("name='dlma'"):
+        assert client.get_run(model_version.run_id).info.lifecycle_stage == "active"
+    model = mlflow.pyfunc.load_model("models:/dlma/latest")
+    answers = model.predict(["How do I make coffee?", "Hi"], params={"max_new_tokens": 5})
+    assert len(answers) == 2 and all(isinstance(a, str) for a in answers)
+    assert not list((repo.root / ".dvc").rglob("mlflow.db"))
+
+
+def test_experiments_record_into_the_same_store(repo):
+    before = {r.info.run_id for r in mlflow_runs(repo)}
+    repo.run("dvc", "exp", "run", "-n", "beta02", "-S", "train.beta=0.2")
+    repo.run("dvc", "exp", "run", "--queue", "-n", "beta03", "-S", "train.beta=0.3")
+    repo.run("dvc", "exp", "run", "--run-all")
+    new = [r for r in mlflow_runs(repo) if r.info.run_id not in before]
+    assert sorted(r.data.tags.get("dvc.experiment") for r in new) == ["beta02", "beta03"]
+    assert sorted(r.data.params["train.beta"] for r in new) == ["0.2", "0.3"]
+    # The queued run worked in a copy under .dvc/tmp/exps but wrote to the repository's store.
+    assert not list((repo.root / ".dvc").rglob("mlflow.db"))
+    shown = json.loads(repo.run("dvc", "exp", "show", "--json").stdout)
+    assert "beta03" in json.dumps(shown)

@@ -1,0 +1,48 @@
+"""The contrastive score: hand arithmetic, and a table scored in batches against one
+sequence at a time."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+
+from dlma.lm.prompts import PromptsParams, context_text, encode_context, encode_response
+from dlma.score.contrastive import contrastive_score, score_table
+from dlma.score.params import ScoreParams
+from tests.helpers import reference_logprob, shipped
+
+
+def test_contrastive_score_hand_arithmetic():
+    # (-10 - -12) - (-20 - -15) = 2 - (-5) = 7 ; (-5 - -5) - (-1 - -3) = 0 - 2 = -2
+    score = contrastive_score(np.array([-10.0, -5.0]), np.array([-12.0, -5.0]), np.array([-20.0, -1.0]), np.array([-15.0, -3.0]))
+    np.testing.assert_allclose(score, [7.0, -2.0])
+
+
+def test_score_table_matches_independent_sequences(tiny_lm):
+    model, tokenizer = tiny_lm
+    pair = {"tag_pos": "P+ {q}\n", "tag_neg": "P- {q}\n", "system_pos": "Be good.", "system_neg": "Be bad."}
+    prompts = shipped(PromptsParams, "prompts", pair="x", style="system", pairs={"x": pair})
+    frame = pl.DataFrame({
+        "id": ["a", "b", "c"],
+        "prompt": ["How do I make coffee?", "Tell me about the fox.", "Why?"],
+        "response_pos": ["Use fresh beans.", "The quick brown fox jumps over the lazy dog.", ""],
+        "response_neg": ["I cannot help.", "No.", "Paris is the capital."],
+    })
+    scored = score_table(model, tokenizer, frame, prompts, shipped(ScoreParams, "score", batch_size=2))
+
+    def independent(query, role, response):
+        text = context_text(tokenizer, prompts, query, role)
+        return reference_logprob(model, encode_context(tokenizer, text, chat=True), encode_response(tokenizer, response))
+
+    for row in scored.iter_rows(named=True):
+        lpp = independent(row["prompt"], "pos", row["response_pos"])
+        lpn = independent(row["prompt"], "neg", row["response_pos"])
+        lnp = independent(row["prompt"], "pos", row["response_neg"])
+        lnn = independent(row["prompt"], "neg", row["response_neg"])
+        np.testing.assert_allclose(row["logp_pos_given_pos"], lpp, rtol=1e-4)
+        np.testing.assert_allclose(row["logp_neg_given_neg"], lnn, rtol=1e-4)
+        np.testing.assert_allclose(row["score"], (lpp - lpn) - (lnp - lnn), rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(row["ref_logp_pos"], independent(row["prompt"], "bare", row["response_pos"]), rtol=1e-4)
+        np.testing.assert_allclose(row["ref_logp_neg"], independent(row["prompt"], "bare", row["response_neg"]), rtol=1e-4)
+    # The empty response is scored as EOS alone: one token.
+    assert scored["n_tokens_pos"].to_list()[2] == 1
