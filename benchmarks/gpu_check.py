@@ -93,11 +93,11 @@ def main() -> None:
         model = build_model(args.config_dir, dtype, "sdpa")
         params = load_section(GenerateParams, "generate", max_new_tokens=64, batch_size=64, seed=0,
                               dtype={"fp32": "float32", "bf16": "bfloat16"}[name])
-        sample_responses(model, tokenizer, contexts[:64], params)  # warm-up
+        sample_responses(model, tokenizer, contexts[:64], params, seeds=list(range(64)))  # warm-up
         peak_gib()
         # Throughput counts every decoded position: a batch runs until its longest answer ends.
         model.generation_config.min_new_tokens = params.max_new_tokens
-        samples, seconds = timed(lambda: sample_responses(model, tokenizer, contexts, params))
+        samples, seconds = timed(lambda: sample_responses(model, tokenizer, contexts, params, seeds=list(range(len(contexts)))))
         results[f"generate_{name}_tokens_per_s"] = len(contexts) * params.max_new_tokens / seconds
         results[f"generate_{name}_peak_gib"] = peak_gib()
         del model
@@ -140,8 +140,8 @@ def main() -> None:
         model = build_model(args.config_dir, torch.float32, "sdpa").train()
         params = load_section(TrainParams, "train", batch_size=8, max_steps=steps, save_steps=1000, dtype=dtype_name, warmup_steps=0)
         peak_gib()
-        _, summary = train(model, tokenizer, rows, params, Path(f"/tmp/ckpt-{dtype_name}"), DEVICE)
-        results[f"train_{dtype_name}_s_per_step"] = summary["seconds_per_step"]
+        _, _, timings = train(model, tokenizer, rows, params, Path(f"/tmp/ckpt-{dtype_name}"), DEVICE)
+        results[f"train_{dtype_name}_s_per_step"] = timings["seconds_per_step"]
         results[f"train_{dtype_name}_peak_gib"] = peak_gib()
         del model
     results["train_bf16_speedup"] = results["train_float32_s_per_step"] / results["train_bfloat16_s_per_step"]

@@ -32,7 +32,7 @@ from dlma.score.params import ScoreParams
 
 def generate(model, tokenizer, prompts, queries, gen):
     contexts = encode_contexts(tokenizer, prompts, queries, "pos") + encode_contexts(tokenizer, prompts, queries, "neg")
-    samples = sample_responses(model, tokenizer, contexts, gen)
+    samples = sample_responses(model, tokenizer, contexts, gen, seeds=list(range(len(contexts))))
     n = len(queries)
     return pl.DataFrame({
         "id": [f"q{i}" for i in range(n)], "prompt": queries,

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import typer
 
-from stages import evaluate, generate, model, prepare, score, train
+from stages import evaluate, generate, model, prepare, recover, score, sets, train
 from stages import filter as filter_stage
 
 app = typer.Typer(
     help=(
         "DLMA: align a language model without human labels. The pipeline is "
-        "model -> prepare -> generate -> score -> filter -> train -> evaluate; run it all with `dvc repro`, "
+        "model -> prepare -> generate -> score -> filter -> train -> evaluate (with sets); run it all with `dvc repro`, "
         "or one stage at a time with these commands (paths as in dvc.yaml)."
     ),
     no_args_is_help=True,
@@ -25,6 +25,8 @@ app.command("prepare")(prepare.main)
 app.command("generate")(generate.main)
 app.command("score")(score.main)
 app.command("filter")(filter_stage.main)
+app.command("sets")(sets.main)
+app.command("recover")(recover.main)
 app.command("train")(train.main)
 app.command("evaluate")(evaluate.main)
 

@@ -35,7 +35,6 @@ _IDENTITY_SUFFIXES = (".safetensors", ".json", ".jinja", ".model", ".txt", ".ggu
 @dataclass(frozen=True)
 class ModelParams:
     base: str
-    dtype: DTypeName
     device: str
     trust_remote_code: bool
 
@@ -148,6 +147,7 @@ def resolve_model(base: str) -> ResolvedModel:
     elif candidate.is_dir():
         if not (candidate / "config.json").is_file():
             raise DlmaError(f"model.base: directory '{base}' has no config.json; is it a model directory?")
+        check_model_files(candidate)
         path, source = candidate, "local"
     elif candidate.exists() or base.startswith((".", "/", "~")) or base.count("/") != 1:
         raise DlmaError(
@@ -157,6 +157,40 @@ def resolve_model(base: str) -> ResolvedModel:
     else:
         path, source = _resolve_hub_id(base)
     return ResolvedModel(base=base, path=path, source=source, sha256=directory_sha256(path))
+
+
+def check_model_files(directory: Path) -> None:
+    """Fail early, naming the file, on a malformed config.json or a truncated/corrupt
+    safetensors file (transformers' own errors name neither)."""
+    from safetensors import safe_open
+
+    for name in ("config.json", "generation_config.json", "tokenizer_config.json"):
+        path = directory / name
+        if path.is_file():
+            try:
+                json.loads(path.read_text(encoding="utf-8"))
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise DlmaError(f"model file '{path}' is not valid JSON ({exc}); restore it from the original model") from None
+    for path in sorted(directory.glob("*.safetensors")):
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                names = list(handle.keys())
+                if names:  # reading the last tensor touches the end of the file: catches truncation
+                    handle.get_slice(names[-1])
+            expected = _safetensors_size(path)
+        except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
+            raise DlmaError(f"model file '{path}' cannot be read ({exc}); it may be truncated: restore it") from None
+        if path.stat().st_size < expected:
+            raise DlmaError(f"model file '{path}' is truncated ({path.stat().st_size} of {expected} bytes); restore it")
+
+
+def _safetensors_size(path: Path) -> int:
+    """The size the header says the file has: 8 + header length + the end of the last tensor."""
+    with path.open("rb") as handle:
+        header_len = int.from_bytes(handle.read(8), "little")
+        header = json.loads(handle.read(header_len))
+    ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"]
+    return 8 + header_len + max(ends, default=0)
 
 
 def _resolve_hub_id(repo_id: str) -> tuple[Path, str]:
@@ -198,7 +232,9 @@ def cpu_has_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+def resolve_dtype(name: DTypeName, device: torch.device) -> torch.dtype:
+    """`auto` picks by machine (bf16 where the CPU or GPU has it): the same params then mean
+    different numerics on different machines, so no default uses it."""
     if name == "auto":
         if device.type == "cuda":
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
@@ -231,7 +267,10 @@ def load_causal_lm(
     kwargs = {"dtype": dtype, "trust_remote_code": trust_remote_code}
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
-    model = AutoModelForCausalLM.from_pretrained(str(path), **kwargs)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(path), **kwargs)
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise DlmaError(f"cannot load the model in '{path}' ({type(exc).__name__}: {exc})") from exc
     return model.to(device).eval()
 
 
@@ -239,7 +278,7 @@ def load_for_stage(params: ModelParams, dtype_name: str, attn_implementation: st
     """Resolve, then load model and tokenizer with the stage's dtype. Returns (model, tokenizer, resolved)."""
     resolved = resolve_model(params.base)
     device = resolve_device(params.device)
-    dtype = resolve_dtype(dtype_name if dtype_name != "auto" else params.dtype, device)
+    dtype = resolve_dtype(dtype_name, device)
     log.info("model %s (%s) from %s on %s as %s", params.base, resolved.source, resolved.path, device, dtype)
     tokenizer = load_tokenizer(resolved.path, trust_remote_code=params.trust_remote_code)
     model = load_causal_lm(

@@ -1,7 +1,7 @@
 """Stage `evaluate`: is the aligned model better, measured the paper's two ways?
 
     python -m stages.evaluate --eval-prompts data/prompts_eval.parquet --model-id data/model.json \
-        --aligned models/dlma --scored data/scored.parquet --curve reports/plots/train.csv \
+        --aligned models/dlma --scored data/scored.parquet --curve reports/plots/train.csv --sets data/eval_sets.json \
         --metrics reports/metrics.json --samples reports/eval_samples.parquet \
         --agreement-samples reports/agreement_samples.parquet --report reports/report.md \
         --score-hist reports/plots/score_hist.csv --win-rate reports/plots/win_rate.csv \
@@ -38,6 +38,7 @@ def main(
     aligned: Path = typer.Option(..., help="input: the trained model directory"),
     scored: Path = typer.Option(..., help="input: scored pairs, for the score histogram"),
     curve: Path = typer.Option(..., help="input: training curve CSV"),
+    sets: Path = typer.Option(None, help="input: evaluation sets' identities from the sets stage (checked when given)"),
     metrics: Path = typer.Option(..., help="output: headline metrics (JSON)"),
     samples: Path = typer.Option(..., help="output: every prompt, both answers, every verdict (Parquet)"),
     agreement_samples: Path = typer.Option(..., help="output: per-pair verdicts on the labelled sets (Parquet)"),
@@ -51,7 +52,7 @@ def main(
 ) -> None:
     """Evaluate the aligned model against the base model and the score against human labels."""
     config = EvaluateConfig.load(params_file)
-    inputs = EvaluateInputs(eval_prompts, model_id, aligned, scored, curve)
+    inputs = EvaluateInputs(eval_prompts, model_id, aligned, scored, curve, sets)
     outputs = EvaluateOutputs(metrics, samples, agreement_samples, report, score_hist, win_rate,
                               figure_score_hist, figure_win_rate, figure_train_curve)
     evaluation = evaluate(config, inputs)

@@ -1,6 +1,7 @@
 """Stage `generate`: sample one response under p+ and one under p- for every training prompt.
 
-    python -m stages.generate --prompts data/prompts_train.parquet --model-id data/model.json --out data/generated.parquet
+    python -m stages.generate --prompts data/prompts_train.parquet --model-id data/model.json \
+        --out data/generated.parquet --report reports/generate.json
 """
 
 from __future__ import annotations
@@ -13,11 +14,11 @@ import typer
 
 from dlma.core.config import load_section
 from dlma.core.errors import DlmaError
-from dlma.core.io import write_parquet
+from dlma.core.io import write_json, write_parquet
 from dlma.core.stage import stage_entry
+from dlma.generate.pairs import generate_pairs
 from dlma.generate.params import GenerateParams
-from dlma.generate.sampling import sample_responses
-from dlma.lm.prompts import PromptsParams, encode_contexts
+from dlma.lm.prompts import PromptsParams
 from dlma.model import ModelParams, load_checked
 
 log = logging.getLogger(__name__)
@@ -28,6 +29,7 @@ def main(
     prompts: Path = typer.Option(..., help="input: training prompts (Parquet with id, prompt)"),
     model_id: Path = typer.Option(..., help="input: model identity written by the model stage"),
     out: Path = typer.Option(..., help="output: generated responses (Parquet)"),
+    report: Path = typer.Option(..., help="output: skipped prompts and finish reasons (JSON metrics)"),
     params_file: Path = typer.Option(Path("params.yaml"), "--params", help="params file"),
 ) -> None:
     """Sample a positive-prompt and a negative-prompt response for each prompt."""
@@ -38,23 +40,10 @@ def main(
     if frame.height == 0:
         raise DlmaError(f"'{prompts}' has no prompts")
     model, tokenizer, _ = load_checked(model_params, model_id, params.dtype)
-    queries = frame["prompt"].to_list()
-    contexts = encode_contexts(tokenizer, prompt_params, queries, "pos") + encode_contexts(
-        tokenizer, prompt_params, queries, "neg"
-    )
-    samples = sample_responses(model, tokenizer, contexts, params)
-    pos, neg = samples[: len(queries)], samples[len(queries):]
-    result = frame.select("id", "prompt", "category").with_columns(
-        pl.Series("response_pos", [s.text for s in pos], dtype=pl.String),
-        pl.Series("response_neg", [s.text for s in neg], dtype=pl.String),
-        pl.Series("finish_pos", [s.finish for s in pos], dtype=pl.String),
-        pl.Series("finish_neg", [s.finish for s in neg], dtype=pl.String),
-        pl.Series("new_tokens_pos", [s.n_tokens for s in pos], dtype=pl.Int32),
-        pl.Series("new_tokens_neg", [s.n_tokens for s in neg], dtype=pl.Int32),
-    )
+    result, summary = generate_pairs(model, tokenizer, frame, prompt_params, params)
     write_parquet(result, out)
-    truncated = sum(s.finish == "length" for s in samples)
-    log.info("wrote %d rows to %s (%d of %d responses hit max_new_tokens)", result.height, out, truncated, len(samples))
+    write_json(summary, report)
+    log.info("wrote %d rows to %s: %s", result.height, out, summary)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import typer
 
 from dlma.core.config import load_section
 from dlma.core.io import write_json, write_parquet
+from dlma.core.paths import resolve_source
 from dlma.core.stage import stage_entry
 from dlma.data.loaders import load_records
 from dlma.data.params import DataParams
@@ -32,7 +33,7 @@ def main(
     """Load prompts from `data.source` and split them into training and evaluation sets."""
     params = load_section(DataParams, "data", params_file)
     records, load_report = load_records(
-        params.source, format=params.format, columns=params.columns, split=params.split,
+        resolve_source(params.source), format=params.format, columns=params.columns, split=params.split,
         pku_label=params.pku_label,
     )
     train_frame, eval_frame = prepare_prompts(

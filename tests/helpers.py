@@ -19,7 +19,7 @@ def shipped(cls, section: str, **overrides):
 
 # A short contrastive pair the tiny model's chat template renders as system messages.
 TEST_PROMPTS = shipped(
-    PromptsParams, "prompts", pair="x", style="system",
+    PromptsParams, "prompts", pair="x", style="system", category_pairs={},
     pairs={"x": {"tag_pos": "+ {q}", "tag_neg": "- {q}", "system_pos": "Be good.", "system_neg": "Be bad."}},
 )
 

@@ -46,7 +46,25 @@ class LoadReport:
             self.skipped[reason] = self.skipped.get(reason, 0) + count
 
 
+TEXT_FIELDS = ("prompt", "chosen", "rejected", "response_0", "response_1")
+
+
+def _check_utf8(path: Path) -> None:
+    """Name the line of the first byte that is not UTF-8 (the decoders only give an offset)."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as handle:
+        data = handle.read()
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise DlmaError(
+            f"{path}, line {line}: not UTF-8 text (byte 0x{data[exc.start]:02x}); re-save the file as UTF-8"
+        ) from None
+
+
 def _read_jsonl(path: Path) -> list[dict]:
+    _check_utf8(path)
     opener = gzip.open if path.suffix == ".gz" else open
     rows = []
     with opener(path, "rt", encoding="utf-8") as handle:
@@ -66,18 +84,24 @@ def _read_jsonl(path: Path) -> list[dict]:
 def read_rows(path: Path) -> tuple[list[dict], int]:
     """Read a table file into dict rows. Returns (rows, number of the first data line)."""
     name = path.name.lower()
+    if path.is_dir():
+        raise DlmaError(f"data file '{path}' is a directory; give a JSONL, CSV or Parquet file in it")
     if not path.is_file():
         raise DlmaError(f"data file '{path}' does not exist")
     if name.endswith((".jsonl", ".jsonl.gz", ".json")):
         rows, first_line = _read_jsonl(path), 1
     elif name.endswith(".csv"):
+        _check_utf8(path)
         try:
             frame = pl.read_csv(path, infer_schema=False)
         except Exception as exc:  # noqa: BLE001 - polars raises several types here
             raise DlmaError(f"{path}: cannot read as CSV ({exc})") from exc
         rows, first_line = frame.to_dicts(), 2  # line 1 is the header
     elif name.endswith(".parquet"):
-        rows, first_line = pl.read_parquet(path).to_dicts(), 0
+        try:
+            rows, first_line = pl.read_parquet(path).to_dicts(), 0
+        except Exception as exc:  # noqa: BLE001 - polars raises several types here
+            raise DlmaError(f"{path}: cannot read as Parquet ({exc})") from exc
     else:
         raise DlmaError(f"data file '{path}': unknown type; use one of {', '.join(_TABLE_SUFFIXES)}")
     if not rows:
@@ -89,13 +113,16 @@ def _where(source: str, index: int, first_line: int) -> str:
     return f"{source}, line {index + first_line}" if first_line else f"{source}, row {index}"
 
 
-def _text(row: dict, column: str, where: str, *, required: bool = True) -> str | None:
+def _text(row: dict, column: str, where: str, *, required: bool = True, hint: str = "data.columns",
+          text_only: bool = False) -> str | None:
+    """The field as a string. text_only: it must be text (a number in a prompt column is a
+    wrong mapping, not a prompt); ids and categories may be numbers."""
     if column not in row:
         if not required:
             return None
         raise DlmaError(
             f"{where}: no field '{column}' (fields: {', '.join(map(str, row))}); "
-            "map your column names with data.columns"
+            f"map your column names with {hint}"
         )
     value = row[column]
     if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
@@ -104,8 +131,8 @@ def _text(row: dict, column: str, where: str, *, required: bool = True) -> str |
         if required:
             raise DlmaError(f"{where}: field '{column}' is empty (null/NaN)")
         return None
-    if not isinstance(value, (str, int, float)):
-        raise DlmaError(f"{where}: field '{column}' must be text, got {type(value).__name__}")
+    if not isinstance(value, (str, int, float)) or isinstance(value, bool) or (text_only and not isinstance(value, str)):
+        raise DlmaError(f"{where}: field '{column}' must be text, got {type(value).__name__} {value!r}; check {hint}")
     return str(value)
 
 
@@ -134,11 +161,24 @@ def detect_format(columns: set[str]) -> str:
     return "table"
 
 
-def _normalise_hh(rows: list[dict], source: str, first_line: int, report: LoadReport) -> list[dict]:
+@dataclass(frozen=True)
+class _Source:
+    """Where rows come from, for error messages: the file, its first data line, the params key that maps columns."""
+
+    name: str
+    first_line: int
+    hint: str
+
+    def where(self, index: int) -> str:
+        return _where(self.name, index, self.first_line)
+
+
+def _normalise_hh(rows: list[dict], src: _Source, report: LoadReport) -> list[dict]:
     out = []
     for index, row in enumerate(rows):
-        where = _where(source, index, first_line)
-        chosen, rejected = _text(row, "chosen", where), _text(row, "rejected", where)
+        where = src.where(index)
+        chosen = _text(row, "chosen", where, hint=src.hint, text_only=True)
+        rejected = _text(row, "rejected", where, hint=src.hint, text_only=True)
         try:
             history_c, reply_c = split_hh_transcript(chosen)
             history_r, reply_r = split_hh_transcript(rejected)
@@ -154,14 +194,14 @@ def _normalise_hh(rows: list[dict], source: str, first_line: int, report: LoadRe
     return out
 
 
-def _normalise_pku(rows: list[dict], source: str, first_line: int, label: str, report: LoadReport) -> list[dict]:
+def _normalise_pku(rows: list[dict], src: _Source, label: str, report: LoadReport) -> list[dict]:
     key = f"{label}_response_id"
     out = []
     for index, row in enumerate(rows):
-        where = _where(source, index, first_line)
-        prompt = _text(row, "prompt", where)
-        responses = (_text(row, "response_0", where), _text(row, "response_1", where))
-        raw_label = _text(row, key, where)
+        where = src.where(index)
+        prompt = _text(row, "prompt", where, hint=src.hint, text_only=True)
+        responses = tuple(_text(row, f"response_{i}", where, hint=src.hint, text_only=True) for i in (0, 1))
+        raw_label = _text(row, key, where, hint=src.hint)
         try:
             winner = int(float(raw_label))
         except ValueError:
@@ -180,20 +220,30 @@ def _normalise_pku(rows: list[dict], source: str, first_line: int, label: str, r
     return out
 
 
-def _normalise_table(rows: list[dict], source: str, first_line: int, columns: dict[str, str]) -> list[dict]:
+def _normalise_table(rows: list[dict], src: _Source, columns: dict[str, str]) -> list[dict]:
     names = {k: columns.get(k, k) for k in ("prompt", "id", "category", "chosen", "rejected")}
     has_pairs = names["chosen"] in rows[0] or "chosen" in columns
-    out = []
+    has_ids = "id" in columns or names["id"] in rows[0]
+    out, first_seen = [], {}
     for index, row in enumerate(rows):
-        where = _where(source, index, first_line)
+        where = src.where(index)
         item = {
-            "id": _text(row, names["id"], where, required="id" in columns) or f"row{index}",
-            "prompt": _text(row, names["prompt"], where),
-            "category": _text(row, names["category"], where, required="category" in columns) or "",
+            "id": _text(row, names["id"], where, required="id" in columns, hint=src.hint) if has_ids else None,
+            "prompt": _text(row, names["prompt"], where, hint=src.hint, text_only=True),
+            "category": _text(row, names["category"], where, required="category" in columns, hint=src.hint) or "",
         }
+        if item["id"] is None:
+            item["id"] = f"row{index}"
+        elif item["id"] in first_seen:
+            # Ids key every row through the pipeline (and join evaluation back to prompts).
+            raise DlmaError(
+                f"{where}: id {item['id']!r} repeats {src.where(first_seen[item['id']]).rsplit(', ', 1)[1]}; "
+                f"ids must be unique (or leave the id column out of {src.hint} to number rows)"
+            )
+        first_seen[item["id"]] = index
         if has_pairs:
-            item["chosen"] = _text(row, names["chosen"], where)
-            item["rejected"] = _text(row, names["rejected"], where)
+            item["chosen"] = _text(row, names["chosen"], where, hint=src.hint, text_only=True)
+            item["rejected"] = _text(row, names["rejected"], where, hint=src.hint, text_only=True)
         out.append(item)
     return out
 
@@ -217,11 +267,13 @@ def load_records(
     columns: dict[str, str] | None = None,
     split: str = "train",
     pku_label: str = "safer",
+    hint: str = "data.columns",
 ) -> tuple[pl.DataFrame, LoadReport]:
-    """Load any supported source into the normal form (see module docstring)."""
+    """Load any supported source into the normal form (see module docstring). `hint` names
+    the params key that maps this source's columns, for error messages."""
     columns = columns or {}
     path = Path(source).expanduser()
-    if path.exists() or source.lower().endswith(_TABLE_SUFFIXES):
+    if path.exists() or source.lower().endswith(_TABLE_SUFFIXES) or source.startswith((".", "/", "~")):
         rows, first_line = read_rows(path)
         name = str(path)
     else:
@@ -230,12 +282,13 @@ def load_records(
             raise DlmaError(f"data set '{name}' has no rows")
     fmt = detect_format(set(rows[0])) if format == "auto" else format
     report = LoadReport(source=name, format=fmt, rows_read=len(rows))
+    src = _Source(name, first_line, hint)
     if fmt == "hh":
-        out = _normalise_hh(rows, name, first_line, report)
+        out = _normalise_hh(rows, src, report)
     elif fmt == "pku":
-        out = _normalise_pku(rows, name, first_line, pku_label, report)
+        out = _normalise_pku(rows, src, pku_label, report)
     else:
-        out = _normalise_table(rows, name, first_line, columns)
+        out = _normalise_table(rows, src, columns)
     if report.skipped:
         log.warning("%s: skipped %s", name, report.skipped)
     if not out:

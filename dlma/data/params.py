@@ -37,28 +37,31 @@ class DataParams:
 
 
 @dataclass(frozen=True)
-class AgreementSet:
-    """A human-labelled pair set: where it is and how to read it (keys as in DataParams)."""
+class EvalSetSpec:
+    """An evaluation set named in params: where it is, how to read it (keys as in
+    DataParams), the contrastive pair that judges it ("" = by each row's category), and
+    whether a missing file is reported as skipped (optional) instead of being an error."""
 
     name: str
     source: str
     format: SourceFormat
     columns: dict[str, str]
-    pku_label: Literal["safer", "better"]
+    pair: str
+    optional: bool
 
     def __post_init__(self) -> None:
-        _check_columns(f"agreement set '{self.name}'", self.columns)
+        _check_columns(f"evaluation set '{self.name}'", self.columns)
 
 
 @dataclass(frozen=True)
-class PromptSet:
+class AgreementSet(EvalSetSpec):
+    """A human-labelled pair set; pku_label picks `chosen` in PKU-SafeRLHF files."""
+
+    pku_label: Literal["safer", "better"]
+
+
+@dataclass(frozen=True)
+class PromptSet(EvalSetSpec):
     """An extra prompt set; `kind` labels its prompts harmful / safe, or `mixed` (by category)."""
 
-    name: str
-    source: str
-    format: SourceFormat
-    columns: dict[str, str]
     kind: Literal["mixed", "harmful", "safe"]
-
-    def __post_init__(self) -> None:
-        _check_columns(f"prompt set '{self.name}'", self.columns)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 import polars as pl
 
@@ -23,11 +21,10 @@ def prepare_prompts(
     report.skip("empty_prompt", frame.height - nonempty.height)
     unique = nonempty.unique(subset=["prompt"], keep="first", maintain_order=True)
     report.skip("duplicate_prompt", nonempty.height - unique.height)
-    if unique["id"].n_unique() != unique.height:
-        # Ids must be unique keys through the pipeline; derive stable ones from the text.
-        unique = unique.with_columns(
-            pl.col("prompt").map_elements(lambda p: hashlib.sha1(p.encode()).hexdigest()[:12], return_dtype=pl.String).alias("id")
-        )
+    duplicated = unique.filter(pl.col("id").is_duplicated())
+    if duplicated.height:
+        # Ids key every row through the pipeline; the table loader already names the lines.
+        raise DlmaError(f"{report.source}: id {duplicated['id'][0]!r} is used by {duplicated.height} different prompts; ids must be unique")
     if limit is not None:
         unique = unique.head(limit)
     n_eval = int(round(unique.height * eval_fraction))

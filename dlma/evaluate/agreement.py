@@ -12,7 +12,7 @@ from dlma.evaluate.params import EvaluateParams
 from dlma.evaluate.sets import agreement_sets
 from dlma.evaluate.stats import accuracy_summary
 from dlma.lm.ab_judge import ab_judge
-from dlma.lm.prompts import PromptsParams
+from dlma.lm.prompts import PromptsParams, pairs_of
 from dlma.score.contrastive import score_table
 from dlma.score.params import ScoreParams
 
@@ -22,7 +22,9 @@ log = logging.getLogger(__name__)
 def label_agreement(model, tokenizer, frame: pl.DataFrame, prompts: PromptsParams, score: ScoreParams,
                     template: str, tokens: list[str], *, samples: int, seed: int) -> tuple[dict, pl.DataFrame]:
     """Agreement with human labels of (chosen, rejected) pairs for three judging methods."""
-    pairs = frame.select("id", "prompt", pl.col("chosen").alias("response_pos"), pl.col("rejected").alias("response_neg"))
+    if "pair" not in frame.columns:  # judged by each row's category
+        frame = frame.with_columns(pl.Series("pair", pairs_of(prompts, frame["category"].to_list(), frame.height), dtype=pl.String))
+    pairs = frame.select("id", "prompt", "pair", pl.col("chosen").alias("response_pos"), pl.col("rejected").alias("response_neg"))
     scored = score_table(model, tokenizer, pairs, prompts, score, with_reference=False)
     contrastive = (scored["score"].to_numpy() > 0).astype(float)
     # Plain likelihood under the positive prompt: is the human-preferred answer more likely?
@@ -50,18 +52,24 @@ def label_agreement(model, tokenizer, frame: pl.DataFrame, prompts: PromptsParam
     return summary, rows
 
 
-def agreement_results(model, tokenizer, params: EvaluateParams, prompts: PromptsParams, score: ScoreParams) -> tuple[dict, list[pl.DataFrame]]:
-    """label_agreement on every configured set, in params order; a missing set is reported as skipped."""
-    loaded, skipped = agreement_sets(params)
+def agreement_results(model, tokenizer, params: EvaluateParams, prompts: PromptsParams, score: ScoreParams,
+                      identities: dict | None = None) -> tuple[dict, list[pl.DataFrame]]:
+    """label_agreement on every configured set, in params order; a missing optional set is
+    reported as skipped, identical pairs dropped and counted."""
+    loaded, skipped = agreement_sets(params, identities)
     results, rows = {}, []
     for spec in params.agreement_sets:
         if spec.name in skipped:
-            results[spec.name] = {"skipped": skipped[spec.name]}
+            results[spec.name] = skipped[spec.name]
             continue
+        frame, identical = loaded[spec.name]
+        frame = frame.with_columns(pl.Series("pair", pairs_of(prompts, frame["category"].to_list(), frame.height, spec.pair), dtype=pl.String))
         summary, detail = label_agreement(
-            model, tokenizer, loaded[spec.name], prompts, score, params.judge_prompt, params.judge_tokens,
+            model, tokenizer, frame, prompts, score, params.judge_prompt, params.judge_tokens,
             samples=params.bootstrap, seed=params.seed,
         )
+        if identical:
+            summary["dropped_identical_pairs"] = identical
         results[spec.name] = summary
         rows.append(detail.with_columns(pl.lit(spec.name).alias("set")))
         log.info("agreement %s: %s", spec.name, summary)

@@ -118,7 +118,8 @@ def markdown_report(metrics: dict, details: dict, judges: dict, samples: pl.Data
     lines += ["", "An A/B judge with low order consistency, a strong preference for \"A\" or little mass on the "
               "answer tokens is not judging; a likelihood baseline near the \"chosen is shorter\" share is mostly "
               "rewarding length.", ""]
-    lines += ["## Aligned versus base", "", f"Prompts: {details['eval_prompts']} (held-out split and extra sets; skipped sets: {details['skipped_prompt_sets'] or 'none'}).", ""]
+    lines += ["## Aligned versus base", "", f"Prompts: {details['eval_prompts']} (held-out split and extra sets; skipped sets: {details['skipped_prompt_sets'] or 'none'}; "
+              f"prompts over generate.max_prompt_tokens skipped: {details.get('skipped_long_prompts', 0)}).", ""]
     lines += ["| judge | what it is | win | tie | lose | n | validity |", "|---|---|---|---|---|---|---|"]
     for name, result in judges.items():
         if result.verdicts is None:

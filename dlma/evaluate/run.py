@@ -15,16 +15,17 @@ from pathlib import Path
 import polars as pl
 
 from dlma.core.config import flatten, load_section
+from dlma.core.errors import DlmaError
 from dlma.core.io import atomic_path, write_csv, write_json, write_parquet
 from dlma.evaluate import report as reporting
 from dlma.evaluate.agreement import agreement_results
 from dlma.evaluate.judges import JUDGES, JudgeContext, JudgeResult, run_judges
 from dlma.evaluate.params import EvaluateParams
 from dlma.evaluate.quality import quality_guards
-from dlma.evaluate.sets import prompt_sets
+from dlma.evaluate.sets import prompt_sets, read_identities
 from dlma.evaluate.stats import rates
 from dlma.generate.params import GenerateParams
-from dlma.generate.sampling import sample_responses
+from dlma.generate.sampling import row_seed, sample_responses
 from dlma.lm.prompts import PromptsParams, encode_contexts
 from dlma.model import (
     ModelParams,
@@ -53,6 +54,12 @@ class EvaluateConfig:
     evaluate: EvaluateParams
     tracking: TrackingParams
 
+    def __post_init__(self) -> None:
+        for spec in [*self.evaluate.agreement_sets, *self.evaluate.prompt_sets]:
+            if spec.pair and spec.pair not in self.prompts.pairs:
+                raise DlmaError(f"evaluation set '{spec.name}': pair '{spec.pair}' is not defined under prompts.pairs "
+                                f"({sorted(self.prompts.pairs)}); use one of those or \"\" (by category)")
+
     @classmethod
     def load(cls, path: Path) -> EvaluateConfig:
         return cls(
@@ -69,6 +76,7 @@ class EvaluateInputs:
     aligned: Path
     scored: Path
     curve: Path
+    sets: Path | None = None  # identities from the sets stage; None: not checked
 
 
 @dataclass(frozen=True)
@@ -93,32 +101,49 @@ class Evaluation:
     details: dict
 
 
-def generate_answers(model, tokenizer, queries: list[str], config: EvaluateConfig) -> list[str]:
-    contexts = encode_contexts(tokenizer, config.prompts, queries, "bare")
-    return [s.text for s in sample_responses(model, tokenizer, contexts, config.generate)]
+def drop_long_prompts(prompts: pl.DataFrame, tokenizer, config: EvaluateConfig) -> tuple[pl.DataFrame, int]:
+    """Prompts whose bare context is over generate.max_prompt_tokens are skipped and counted."""
+    lengths = [len(ids) for ids in encode_contexts(tokenizer, config.prompts, prompts["prompt"].to_list(), "bare")]
+    keep = pl.Series([n <= config.generate.max_prompt_tokens for n in lengths])
+    kept = prompts.filter(keep)
+    if kept.height == 0:
+        raise DlmaError(f"every evaluation prompt is longer than generate.max_prompt_tokens={config.generate.max_prompt_tokens}")
+    if kept.height < prompts.height:
+        log.warning("evaluate: skipped %d prompt(s) over generate.max_prompt_tokens", prompts.height - kept.height)
+    return kept, prompts.height - kept.height
 
 
-def answer_both(config: EvaluateConfig, inputs: EvaluateInputs, base_path: Path, tokenizer, queries: list[str]) -> dict[str, list[str]]:
+def generate_answers(model, tokenizer, prompts: pl.DataFrame, config: EvaluateConfig) -> list[str]:
+    """Answers to the bare prompts; each prompt's random stream depends on its set and id
+    only, so base and aligned answers to a prompt are paired draws."""
+    contexts = encode_contexts(tokenizer, config.prompts, prompts["prompt"].to_list(), "bare")
+    seeds = [row_seed(config.generate.seed, f"{s}/{i}", "bare") for s, i in zip(prompts["set"], prompts["id"])]
+    return [s.text for s in sample_responses(model, tokenizer, contexts, config.generate, seeds=seeds)]
+
+
+def answer_both(config: EvaluateConfig, inputs: EvaluateInputs, base_path: Path, tokenizer, prompts: pl.DataFrame) -> dict[str, list[str]]:
     """Base and aligned answers with the same sampling params and seed. Generation runs in
     the sampling dtype, judging in the scoring dtype: separate copies, since casting the
     judge down and back would lose its precision."""
     device = resolve_device(config.model.device)
-    dtype = resolve_dtype(config.generate.dtype if config.generate.dtype != "auto" else config.model.dtype, device)
+    dtype = resolve_dtype(config.generate.dtype, device)
     base_model = load_causal_lm(base_path, dtype=dtype, device=device)
-    answers = {"base": generate_answers(base_model, tokenizer, queries, config)}
+    answers = {"base": generate_answers(base_model, tokenizer, prompts, config)}
     del base_model
     aligned_model, _, _ = load_aligned(inputs.aligned, dtype=dtype, device=device)
-    answers["aligned"] = generate_answers(aligned_model, tokenizer, queries, config)
+    answers["aligned"] = generate_answers(aligned_model, tokenizer, prompts, config)
     return answers
 
 
 def evaluate(config: EvaluateConfig, inputs: EvaluateInputs) -> Evaluation:
     card = read_card(inputs.aligned)
     judge_model, tokenizer, resolved = load_checked(config.model, inputs.model_id, config.score.dtype, config.score.attn_implementation)
-    agreement, agreement_rows = agreement_results(judge_model, tokenizer, config.evaluate, config.prompts, config.score)
-    prompts, skipped_sets = prompt_sets(inputs.eval_prompts, config.evaluate)
+    identities = read_identities(inputs.sets)
+    agreement, agreement_rows = agreement_results(judge_model, tokenizer, config.evaluate, config.prompts, config.score, identities)
+    prompts, skipped_sets = prompt_sets(inputs.eval_prompts, config.evaluate, identities, config.prompts)
+    prompts, too_long = drop_long_prompts(prompts, tokenizer, config)
     queries = prompts["prompt"].to_list()
-    answers = answer_both(config, inputs, resolved.path, tokenizer, queries)
+    answers = answer_both(config, inputs, resolved.path, tokenizer, prompts)
 
     context = JudgeContext(prompts=prompts, queries=queries, aligned=answers["aligned"], base=answers["base"],
                            judge_model=judge_model, tokenizer=tokenizer, params=config)
@@ -137,7 +162,7 @@ def evaluate(config: EvaluateConfig, inputs: EvaluateInputs) -> Evaluation:
         *[pl.Series(name, values) for name, values in {**judge_columns, **verdict_columns}.items()],
     )
     details = {"base": config.model.base, "model_dir": str(inputs.aligned), "version": card.get("version", resolved.sha256[:16]),
-               "eval_prompts": prompts.height, "skipped_prompt_sets": skipped_sets,
+               "eval_prompts": prompts.height, "skipped_prompt_sets": skipped_sets, "skipped_long_prompts": too_long,
                "judges": {name: JUDGES[name].description for name in judged}}
     return Evaluation(metrics, samples, agreement_rows, judged, details)
 
@@ -167,7 +192,8 @@ def write_outputs(evaluation: Evaluation, inputs: EvaluateInputs, outputs: Evalu
     relative = {t: str(p.relative_to(here)) if p.is_relative_to(here) else str(p) for t, p in figures.items()}
     with atomic_path(outputs.report) as tmp:
         tmp.write_text(reporting.markdown_report(metrics, evaluation.details, evaluation.judges, examples, relative))
-    write_json({**metrics, "skipped_prompt_sets": evaluation.details["skipped_prompt_sets"]}, outputs.metrics)
+    write_json({**metrics, "skipped_prompt_sets": evaluation.details["skipped_prompt_sets"],
+                "skipped_long_prompts": evaluation.details["skipped_long_prompts"]}, outputs.metrics)
 
 
 def log_evaluation(evaluation: Evaluation, outputs: EvaluateOutputs, tracking: TrackingParams) -> str:

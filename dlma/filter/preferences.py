@@ -15,7 +15,7 @@ from dlma.filter.params import FilterParams
 
 SCORED_COLUMNS = (
     "id", "prompt", "response_pos", "response_neg", "finish_pos", "finish_neg",
-    "score", "ref_logp_pos", "ref_logp_neg",
+    "score", "ref_logp_pos", "ref_logp_neg", "tokens_pos", "tokens_neg",
 )
 
 
@@ -54,6 +54,11 @@ def build_preferences(scored: pl.DataFrame, params: FilterParams, source: str = 
         pl.when(swap).then(-pl.col("score")).otherwise(pl.col("score")).alias("margin"),
         pl.when(swap).then(pl.col("ref_logp_neg")).otherwise(pl.col("ref_logp_pos")).alias("ref_logp_chosen"),
         pl.when(swap).then(pl.col("ref_logp_pos")).otherwise(pl.col("ref_logp_neg")).alias("ref_logp_rejected"),
+        # The exact tokens scored (EOS only where the model ended the answer): train uses them.
+        pl.when(swap).then(pl.col("tokens_neg")).otherwise(pl.col("tokens_pos")).alias("chosen_ids"),
+        pl.when(swap).then(pl.col("tokens_pos")).otherwise(pl.col("tokens_neg")).alias("rejected_ids"),
+        (pl.when(swap).then(pl.col("finish_neg")).otherwise(pl.col("finish_pos")) == "eos").alias("chosen_complete"),
+        (pl.when(swap).then(pl.col("finish_pos")).otherwise(pl.col("finish_neg")) == "eos").alias("rejected_complete"),
     )
     report = {
         "rows_in": scored.height,
@@ -63,6 +68,11 @@ def build_preferences(scored: pl.DataFrame, params: FilterParams, source: str = 
         "swapped": n_swapped,
         "margin_mean": float(preferences["margin"].mean()) if preferences.height else None,
         "margin_positive_fraction": float((preferences["margin"] > 0).mean()) if preferences.height else None,
+        # Share of pairs whose two answers the model ended itself (the rest were cut at
+        # generate.max_new_tokens and are trained without an EOS).
+        "complete_pairs_share": float((preferences["chosen_complete"] & preferences["rejected_complete"]).mean())
+        if preferences.height else None,
+        "complete_chosen_share": float(preferences["chosen_complete"].mean()) if preferences.height else None,
     }
     if preferences.height == 0:
         raise DlmaError(f"filter dropped every row ({dropped}); relax the filter.* params")

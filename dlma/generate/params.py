@@ -11,6 +11,7 @@ from dlma.core.errors import DlmaError
 @dataclass(frozen=True)
 class GenerateParams:
     max_new_tokens: int
+    max_prompt_tokens: int
     temperature: float
     top_p: float
     top_k: int
@@ -19,7 +20,7 @@ class GenerateParams:
     dtype: DTypeName
 
     def __post_init__(self) -> None:
-        if self.max_new_tokens < 1 or self.batch_size < 1:
-            raise DlmaError("generate.max_new_tokens and generate.batch_size must be >= 1")
+        if self.max_new_tokens < 1 or self.batch_size < 1 or self.max_prompt_tokens < 1:
+            raise DlmaError("generate.max_new_tokens, generate.max_prompt_tokens and generate.batch_size must be >= 1")
         if self.temperature <= 0:
             raise DlmaError("generate.temperature must be > 0 (sampling is required by DLMA)")

@@ -1,11 +1,27 @@
-"""Batched sampling of responses with left padding."""
+"""Batched sampling of responses with left padding, one random stream per response.
+
+HF `generate(do_sample=True)` draws every row of a batch from one global generator, so a
+row's sample depends on which rows share its batch: changing `data.limit`, a batch size or
+the order would change every other row's answer. Here each response has its own seeded
+generator (from `generate.seed`, the row id and the side, see `row_seed`) and draws one
+token per step from it; HF's own temperature / top-k / top-p warpers shape the
+distribution first. transformers has no per-row sampling of its own, hence this processor.
+"""
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import torch
 from tqdm.auto import tqdm
+from transformers import (
+    LogitsProcessor,
+    LogitsProcessorList,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
 
 from dlma.generate.params import GenerateParams
 from dlma.lm.logprobs import left_pad
@@ -16,6 +32,35 @@ class Sample:
     text: str
     finish: str  # "eos" (the model ended it) or "length" (cut at max_new_tokens)
     n_tokens: int
+    token_ids: tuple[int, ...]  # the sampled tokens, without the EOS that ended them
+
+
+def row_seed(seed: int, row_id: str, side: str) -> int:
+    """The seed of one response: a hash of (generate.seed, row id, side), so it does not
+    depend on the other rows."""
+    digest = hashlib.sha256(f"{seed}\0{row_id}\0{side}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+class PerRowSampler(LogitsProcessor):
+    """Warp the scores (temperature, top-k, top-p), draw each row's next token from its own
+    generator, and leave only that token possible, so greedy decoding emits it."""
+
+    def __init__(self, seeds: list[int], params: GenerateParams, device: torch.device):
+        self.generators = [torch.Generator(device=device).manual_seed(s) for s in seeds]
+        warpers = [TemperatureLogitsWarper(params.temperature)] if params.temperature != 1.0 else []
+        if params.top_k > 0:
+            warpers.append(TopKLogitsWarper(top_k=params.top_k))
+        if params.top_p < 1.0:
+            warpers.append(TopPLogitsWarper(top_p=params.top_p))
+        self.warpers = LogitsProcessorList(warpers)
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        probs = torch.softmax(self.warpers(input_ids, scores).float(), dim=-1)
+        chosen = torch.stack([torch.multinomial(probs[row], 1, generator=g)[0] for row, g in enumerate(self.generators)])
+        only = torch.full_like(scores, float("-inf"))
+        only[torch.arange(scores.shape[0], device=scores.device), chosen] = 0.0
+        return only
 
 
 def _eos_ids(model, tokenizer) -> set[int]:
@@ -34,11 +79,13 @@ def _cut_at_eos(new_tokens: list[int], eos_ids: set[int]) -> tuple[list[int], st
 
 @torch.inference_mode()
 def sample_responses(
-    model, tokenizer, contexts: list[list[int]], params: GenerateParams, *, desc: str = "generate"
+    model, tokenizer, contexts: list[list[int]], params: GenerateParams, *, seeds: list[int], desc: str = "generate"
 ) -> list[Sample]:
-    """Sample one response per context. Batches are formed in order of context length so
-    that little padding is computed; results come back in the input order."""
-    torch.manual_seed(params.seed)
+    """Sample one response per context, the i-th from its own stream `seeds[i]`. Batches
+    are formed in order of context length so that little padding is computed; results come
+    back in the input order."""
+    if len(seeds) != len(contexts):
+        raise ValueError("one seed per context")
     eos_ids = _eos_ids(model, tokenizer)
     order = sorted(range(len(contexts)), key=lambda i: (len(contexts[i]), i))
     results: list[Sample | None] = [None] * len(contexts)
@@ -50,10 +97,9 @@ def sample_responses(
             output = model.generate(
                 input_ids=batch.input_ids.to(device),
                 attention_mask=batch.attention_mask.to(device),
-                do_sample=True,
-                temperature=params.temperature,
-                top_p=params.top_p,
-                top_k=params.top_k,
+                do_sample=False,  # the sampling is PerRowSampler's; greedy then takes its token
+                temperature=None, top_p=None, top_k=None,
+                logits_processor=LogitsProcessorList([PerRowSampler([seeds[i] for i in chunk], params, device)]),
                 max_new_tokens=params.max_new_tokens,
                 pad_token_id=tokenizer.pad_token_id,
                 eos_token_id=sorted(eos_ids),
@@ -62,6 +108,6 @@ def sample_responses(
             for index, tokens in zip(chunk, new_tokens):
                 kept, finish = _cut_at_eos(tokens, eos_ids)
                 text = tokenizer.decode(kept, skip_special_tokens=True).strip()
-                results[index] = Sample(text=text, finish=finish, n_tokens=len(kept))
+                results[index] = Sample(text=text, finish=finish, n_tokens=len(kept), token_ids=tuple(kept))
             bar.update(len(chunk))
     return results  # type: ignore[return-value]

@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 
 from dlma.core.errors import DlmaError
 from dlma.lm.logprobs import left_pad
-from dlma.lm.prompts import bare_uses_chat, encode_context
+from dlma.lm.prompts import bare_messages, bare_uses_chat, encode_chat, encode_text
 
 
 def answer_token_ids(tokenizer, tokens: list[str]) -> list[int]:
@@ -42,13 +42,14 @@ def next_token_probs(model, tokenizer, contexts: list[list[int]], token_ids: lis
 
 
 def ab_judge_contexts(tokenizer, bare: str, template: str, queries, first, second) -> list[list[int]]:
+    """The judge's question as the user turn (chat template when the bare format uses it);
+    the query and answers in it are encoded as text."""
     chat = bare_uses_chat(tokenizer, bare)
     contexts = []
     for q, a, b in zip(queries, first, second):
         text = template.format(q=q, a=a, b=b)
-        if chat:
-            text = tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True)
-        contexts.append(encode_context(tokenizer, text, chat=chat))
+        contexts.append(encode_chat(tokenizer, bare_messages(tokenizer, text)) if chat
+                        else encode_text(tokenizer, text, add_special_tokens=True))
     return contexts
 
 

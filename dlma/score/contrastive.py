@@ -8,7 +8,13 @@ import polars as pl
 
 from dlma.core.errors import DlmaError
 from dlma.lm.logprobs import response_logprobs
-from dlma.lm.prompts import PromptsParams, encode_contexts, encode_response
+from dlma.lm.prompts import (
+    PromptsParams,
+    encode_contexts,
+    encode_response,
+    pairs_of,
+    response_tokens,
+)
 from dlma.score.params import ScoreParams
 
 
@@ -29,16 +35,32 @@ def contrastive_score(
     )
 
 
+def scored_responses(tokenizer, frame: pl.DataFrame, side: str) -> list[list[int]]:
+    """The tokens of each response: the sampled ids (from the generate stage), never a
+    decode / re-encode of its text; a table of texts only (human-labelled pairs, answers
+    judged in evaluate) is encoded, with EOS, as the official code does."""
+    if f"response_{side}_ids" in frame.columns:
+        return [response_tokens(tokenizer, ids, finish)
+                for ids, finish in zip(frame[f"response_{side}_ids"].to_list(), frame[f"finish_{side}"].to_list())]
+    return [encode_response(tokenizer, text) for text in frame[f"response_{side}"].to_list()]
+
+
 def score_table(
     model, tokenizer, frame: pl.DataFrame, prompts: PromptsParams, params: ScoreParams, *, with_reference: bool = True
 ) -> pl.DataFrame:
-    """Add logp_{pos,neg}_given_{pos,neg}, score, n_tokens_{pos,neg} and, unless
-    with_reference is False, ref_logp_{pos,neg} (each response given the bare query)."""
+    """Add logp_{pos,neg}_given_{pos,neg}, score, n_tokens_{pos,neg}, the scored response
+    tokens tokens_{pos,neg} and, unless with_reference is False, ref_logp_{pos,neg} (each
+    response given the bare query)."""
     queries = frame["prompt"].to_list()
-    context_pos = encode_contexts(tokenizer, prompts, queries, "pos")
-    context_neg = encode_contexts(tokenizer, prompts, queries, "neg")
-    response_pos = [encode_response(tokenizer, text) for text in frame["response_pos"].to_list()]
-    response_neg = [encode_response(tokenizer, text) for text in frame["response_neg"].to_list()]
+    # The pair each row was generated (or is to be judged) with; else by its category.
+    pairs = frame["pair"].to_list() if "pair" in frame.columns else pairs_of(
+        prompts, frame["category"].to_list() if "category" in frame.columns else None, frame.height)
+    unknown = sorted(set(pairs) - set(prompts.pairs))
+    if unknown:
+        raise DlmaError(f"pair(s) {unknown} of the table are not defined under prompts.pairs; defined: {sorted(prompts.pairs)}")
+    context_pos = encode_contexts(tokenizer, prompts, queries, "pos", pairs)
+    context_neg = encode_contexts(tokenizer, prompts, queries, "neg", pairs)
+    response_pos, response_neg = scored_responses(tokenizer, frame, "pos"), scored_responses(tokenizer, frame, "neg")
 
     jobs = {
         "logp_pos_given_pos": zip(context_pos, response_pos),
@@ -77,4 +99,6 @@ def score_table(
         *[pl.Series(name, values, dtype=pl.Float64) for name, values in columns.items()],
         pl.Series("n_tokens_pos", [len(r) for r in response_pos], dtype=pl.Int32),
         pl.Series("n_tokens_neg", [len(r) for r in response_neg], dtype=pl.Int32),
+        pl.Series("tokens_pos", response_pos, dtype=pl.List(pl.Int32)),
+        pl.Series("tokens_neg", response_neg, dtype=pl.List(pl.Int32)),
     )

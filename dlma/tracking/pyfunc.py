@@ -37,8 +37,8 @@ class AlignedModel(mlflow.pyfunc.PythonModel):
     def predict(self, context, model_input, params=None):
         import torch
 
-        from dlma.generate.sampling import sample_responses
-        from dlma.lm.prompts import bare_context_text, bare_uses_chat, encode_context
+        from dlma.generate.sampling import row_seed, sample_responses
+        from dlma.lm.prompts import user_turn_ids
 
         if hasattr(model_input, "columns"):
             prompts = list(model_input["prompt"] if "prompt" in model_input.columns else model_input.iloc[:, 0])
@@ -47,10 +47,7 @@ class AlignedModel(mlflow.pyfunc.PythonModel):
         trained_with = self.card["generate"]
         overrides = {key: type(trained_with[key])(value) for key, value in (params or {}).items() if key in PREDICT_KEYS}
         generate = GenerateParams(**{**trained_with, **overrides, "dtype": "float32"})
-        chat = bare_uses_chat(self.tokenizer, self.card["bare"])
-        contexts = [
-            encode_context(self.tokenizer, bare_context_text(self.tokenizer, self.card["bare"], self.card["bare_tag"], p), chat=chat)
-            for p in prompts
-        ]
+        contexts = [user_turn_ids(self.tokenizer, self.card["bare"], self.card["bare_tag"], p) for p in prompts]
         with torch.inference_mode():
-            return [s.text for s in sample_responses(self.model, self.tokenizer, contexts, generate, desc="predict")]
+            seeds = [row_seed(generate.seed, str(i), "predict") for i in range(len(prompts))]
+            return [s.text for s in sample_responses(self.model, self.tokenizer, contexts, generate, seeds=seeds, desc="predict")]

@@ -15,24 +15,12 @@ import os
 import subprocess
 from pathlib import Path
 
+from dlma.core.paths import repository_root
 from dlma.tracking.params import TrackingParams
 
 log = logging.getLogger(__name__)
 
-_EXPERIMENT_COPY = os.sep.join(["", ".dvc", "tmp", "exps", ""])
 VERSION_TAG = "dlma.version"
-
-
-def repository_root(start: Path | None = None) -> Path:
-    """The user's repository, also when DVC runs the stage in a temporary copy of it."""
-    root = os.environ.get("DVC_ROOT")
-    if not root:
-        here = (start or Path.cwd()).resolve()
-        root = next((str(p) for p in (here, *here.parents) if (p / ".dvc").is_dir()), str(here))
-    root = str(Path(root).resolve())
-    if _EXPERIMENT_COPY in root + os.sep:
-        root = (root + os.sep).split(_EXPERIMENT_COPY)[0]
-    return Path(root)
 
 
 def tracking_uri(params: TrackingParams, root: Path) -> str:
@@ -67,31 +55,46 @@ def git_commit(root: Path) -> str | None:
     return out.stdout.strip() or None
 
 
+def _version_runs(experiment_id: str, version: str) -> list:
+    import mlflow
+
+    return mlflow.search_runs(
+        experiment_ids=[experiment_id], filter_string=f"tags.`{VERSION_TAG}` = '{version}'",
+        order_by=["attributes.start_time DESC"], output_format="list",
+    )
+
+
 def start_version_run(experiment_id: str, version: str, run_name: str, tags: dict[str, str]):
     """Start (or resume) the run of this pipeline version.
 
-    An unfinished run of the same version (a killed stage) is resumed; a finished one
-    (a forced rerun) is deleted first, so each version has exactly one run.
+    An unfinished run of the same version (a killed stage) is resumed, as its checkpoints
+    are. A finished one (a forced rerun) is left alone until the new run has finished
+    (`replace_version_runs`): a run killed midway never leaves the registry worse off.
     """
     import mlflow
 
-    previous = mlflow.search_runs(
-        experiment_ids=[experiment_id], filter_string=f"tags.`{VERSION_TAG}` = '{version}'", output_format="list"
-    )
-    for run in previous:
+    for run in _version_runs(experiment_id, version):
         if run.info.status in ("RUNNING", "FAILED", "KILLED") and run.info.lifecycle_stage == "active":
             log.info("resuming MLflow run %s of version %s", run.info.run_id, version)
             return mlflow.start_run(run_id=run.info.run_id, log_system_metrics=True)
-    client = mlflow.MlflowClient()
-    for run in previous:
-        log.info("replacing MLflow run %s of the same version %s", run.info.run_id, version)
-        # Its registered model versions go too, or the registry would list a model of a deleted run.
-        for model_version in client.search_model_versions(f"run_id = '{run.info.run_id}'"):
-            client.delete_model_version(model_version.name, model_version.version)
-        mlflow.delete_run(run.info.run_id)
     return mlflow.start_run(
         experiment_id=experiment_id, run_name=run_name, tags={VERSION_TAG: version, **tags}, log_system_metrics=True
     )
+
+
+def replace_version_runs(experiment_id: str, version: str, keep_run_id: str) -> None:
+    """After `keep_run_id` has finished: delete every other run of the version, and their
+    registered model versions (the registry must not list a model of a deleted run)."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    for run in _version_runs(experiment_id, version):
+        if run.info.run_id == keep_run_id:
+            continue
+        log.info("replacing MLflow run %s of the same version %s", run.info.run_id, version)
+        for model_version in client.search_model_versions(f"run_id = '{run.info.run_id}'"):
+            client.delete_model_version(model_version.name, model_version.version)
+        client.delete_run(run.info.run_id)
 
 
 def log_to_version_run(experiment_id: str, version: str, metrics: dict[str, float], artifacts: list[str]) -> str:
@@ -99,10 +102,8 @@ def log_to_version_run(experiment_id: str, version: str, metrics: dict[str, floa
     holds its trained model); create a run for that version if there is none."""
     import mlflow
 
-    runs = mlflow.search_runs(
-        experiment_ids=[experiment_id], filter_string=f"tags.`{VERSION_TAG}` = '{version}'",
-        order_by=["attributes.start_time DESC"], output_format="list",
-    )
+    runs = _version_runs(experiment_id, version)
+    runs = [r for r in runs if r.info.status == "FINISHED"] or runs
     if runs:
         context = mlflow.start_run(run_id=runs[0].info.run_id)
     else:
@@ -116,13 +117,16 @@ def log_to_version_run(experiment_id: str, version: str, metrics: dict[str, floa
 
 
 def log_trained_model(model_dir: Path, *, model_name: str, version: str, signature) -> None:
-    """Log the model directory as the run's pyfunc model and register it under `model_name`."""
+    """Log the model directory as the run's pyfunc model and register it under `model_name`.
+
+    The model is logged as code (MLflow's models-from-code: `pyfunc_entry.py`), so loading
+    it runs that file instead of unpickling an object."""
     import mlflow
 
-    from dlma.tracking.pyfunc import AlignedModel
+    from dlma.tracking import pyfunc_entry
 
     mlflow.pyfunc.log_model(
-        name="model", python_model=AlignedModel(), artifacts={"model": str(model_dir)}, signature=signature,
+        name="model", python_model=pyfunc_entry.__file__, artifacts={"model": str(model_dir)}, signature=signature,
         registered_model_name=model_name, pip_requirements=["dlma"], tags={VERSION_TAG: version},
     )
 
@@ -133,3 +137,25 @@ def run_tags(root: Path) -> dict[str, str]:
     if os.environ.get("DVC_EXP_NAME"):
         tags["dvc.experiment"] = os.environ["DVC_EXP_NAME"]
     return tags
+
+
+def clear_interrupted(experiment_id: str, version: str, checkpoint_dir: Path) -> dict:
+    """When the version's model is in place (its FINISHED run exists), a killed rerun of
+    the same version left only leftovers: its unfinished run and its checkpoints. Delete
+    them, so the store holds exactly one run per version. Returns what was cleared."""
+    import shutil
+
+    import mlflow
+
+    runs = _version_runs(experiment_id, version)
+    if not any(r.info.status == "FINISHED" for r in runs):
+        return {}  # nothing finished: the next train run resumes instead
+    client = mlflow.MlflowClient()
+    cleared = [r.info.run_id for r in runs if r.info.status != "FINISHED"]
+    for run_id in cleared:
+        log.info("clearing the interrupted MLflow run %s of version %s", run_id, version)
+        client.set_terminated(run_id, status="KILLED")
+        client.delete_run(run_id)
+    stale = checkpoint_dir.is_dir()
+    shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    return {"runs": cleared, "checkpoints": str(checkpoint_dir) if stale else None} if cleared or stale else {}

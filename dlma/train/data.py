@@ -36,14 +36,18 @@ def tokenise_preferences(
     frame: pl.DataFrame, tokenizer, prompts: PromptsParams, *, max_length: int
 ) -> tuple[list[dict], dict]:
     """Rows of prompt_ids / chosen_ids / rejected_ids (+ margin, ids, reference log-probs
-    when present). Pairs longer than max_length are skipped and counted: truncating them
+    when present); the response tokens are the table's chosen_ids / rejected_ids when it
+    has them (the filter stage writes the scored tokens). Pairs longer than max_length are skipped and counted: truncating them
     would change the tokens the reference log-probs were computed on."""
     prompt_ids = encode_contexts(tokenizer, prompts, frame["prompt"].to_list(), "bare")
     rows, skipped = [], 0
     has_reference = all(c in frame.columns for c in REFERENCE)
+    has_ids = all(c in frame.columns for c in ("chosen_ids", "rejected_ids"))
     for index, record in enumerate(frame.iter_rows(named=True)):
-        chosen = encode_response(tokenizer, record["chosen"])
-        rejected = encode_response(tokenizer, record["rejected"])
+        if has_ids:  # the tokens that were sampled and scored
+            chosen, rejected = list(record["chosen_ids"]), list(record["rejected_ids"])
+        else:  # a preference file of texts only: encoded as the official code does, with EOS
+            chosen, rejected = encode_response(tokenizer, record["chosen"]), encode_response(tokenizer, record["rejected"])
         if len(prompt_ids[index]) + max(len(chosen), len(rejected)) > max_length:
             skipped += 1
             continue
@@ -71,3 +75,34 @@ def add_reference_logps(rows: list[dict], model, tokenizer, *, batch_size: int) 
         row["ref_rejected_logps"] = float(logps[len(rows) + index])
         if not (math.isfinite(row["ref_chosen_logps"]) and math.isfinite(row["ref_rejected_logps"])):
             raise DlmaError(f"reference log-prob is not finite for id={row['id']!r}")
+
+
+def check_reference_numerics(rows: list[dict], model, tokenizer, *, pairs: int, tolerance: float | None,
+                             autocast_dtype=None) -> float:
+    """The numerics contract between score and train: on the first `pairs` pairs, the
+    policy's log-probs at step 0 (the base weights, in training's numerics) must equal the
+    stored reference log-probs within `tolerance` nats per response; else the DPO rewards
+    start from noise. Returns the largest difference found."""
+    import contextlib
+
+    import torch
+
+    if tolerance is None or not rows:
+        return 0.0
+    sample = rows[:pairs]
+    sequences = [(r["prompt_ids"], r["chosen_ids"]) for r in sample] + [(r["prompt_ids"], r["rejected_ids"]) for r in sample]
+    stored = [r["ref_chosen_logps"] for r in sample] + [r["ref_rejected_logps"] for r in sample]
+    device_type = next(model.parameters()).device.type
+    autocast = torch.autocast(device_type, dtype=autocast_dtype) if autocast_dtype else contextlib.nullcontext()
+    with autocast:
+        policy = response_logprobs(model, sequences, pad_id=tokenizer.pad_token_id, batch_size=len(sequences), desc="check")
+    gaps = [abs(a - b) for a, b in zip(policy, stored)]
+    worst = max(range(len(gaps)), key=gaps.__getitem__)
+    if gaps[worst] > tolerance:
+        row = sample[worst % len(sample)]
+        raise DlmaError(
+            f"stored reference log-probs differ from the policy's at step 0 by {gaps[worst]:.4f} nats on id={row['id']!r} "
+            f"(train.reference_tolerance={tolerance}): the score stage ran with other numerics or another format than "
+            "training (score.dtype, score.attn_implementation, train.dtype, prompts.*). Use the same, or rerun score"
+        )
+    return float(gaps[worst])

@@ -35,6 +35,7 @@ class TrainParams:
     save_steps: int
     seed: int
     dtype: DTypeName
+    reference_tolerance: float | None
 
     def __post_init__(self) -> None:
         if self.beta <= 0:
@@ -47,5 +48,7 @@ class TrainParams:
             raise DlmaError("train.batch_size, train.gradient_accumulation_steps and train.save_steps must be >= 1")
         if not 0.0 <= self.lora_dropout < 1.0:
             raise DlmaError(f"train.lora_dropout must be in [0, 1), got {self.lora_dropout}")
+        if self.reference_tolerance is not None and self.reference_tolerance < 0:
+            raise DlmaError("train.reference_tolerance must be >= 0 or null")
         if self.learning_rate <= 0:
             raise DlmaError(f"train.learning_rate must be > 0, got {self.learning_rate}")

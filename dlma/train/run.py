@@ -80,6 +80,18 @@ def lora_config(params: TrainParams):
     )
 
 
+def restore_lora_dropout(model, probability: float) -> int:
+    """trl's `disable_dropout` (the DPO convention, kept for the base model) also zeroes the
+    LoRA adapter's dropout; give `train.lora_dropout` back to the adapter. Returns how many
+    dropout layers it set."""
+    count = 0
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Dropout) and ".lora_dropout." in f".{name}.":
+            module.p = probability
+            count += 1
+    return count
+
+
 def latest_checkpoint(directory: Path) -> Path | None:
     found = [p for p in directory.glob("checkpoint-*") if re.fullmatch(r"checkpoint-\d+", p.name) and (p / "trainer_state.json").is_file()]
     return max(found, key=lambda p: int(p.name.split("-")[1])) if found else None
@@ -108,7 +120,10 @@ def curve_rows(log_history: list[dict]) -> list[dict]:
 
 
 def train(model, tokenizer, rows: list[dict], params: TrainParams, checkpoint_dir: Path, device: torch.device,
-          callbacks: list | None = None) -> tuple[MarginDPOTrainer, dict]:
+          callbacks: list | None = None) -> tuple[MarginDPOTrainer, dict, dict]:
+    """Train (resuming from the last checkpoint in checkpoint_dir). Returns the trainer,
+    a summary that depends only on the inputs, and the wall-clock timings (kept apart:
+    they must not make an output of a pipeline version differ between identical runs)."""
     from datasets import Dataset
 
     dataset = Dataset.from_list(rows)
@@ -121,6 +136,7 @@ def train(model, tokenizer, rows: list[dict], params: TrainParams, checkpoint_di
         peft_config=lora_config(params),
         callbacks=[CurveLogger(), *(callbacks or [])],
     )
+    restore_lora_dropout(trainer.model, params.lora_dropout)
     resume = latest_checkpoint(checkpoint_dir)
     if resume is not None:
         log.info("resuming from %s", resume)
@@ -128,14 +144,13 @@ def train(model, tokenizer, rows: list[dict], params: TrainParams, checkpoint_di
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     elapsed = time.perf_counter() - started
     resumed_from = int(resume.name.split("-")[1]) if resume else 0
-    summary = {
-        "steps": trainer.state.global_step,
-        "train_seconds": elapsed,
-        "seconds_per_step": elapsed / max(trainer.state.global_step - resumed_from, 1),
-        "resumed_from_step": resumed_from,
-        "train_loss_mean": result.training_loss,
-    }
-    return trainer, summary
+    curve_losses = [row["loss"] for row in curve_rows(trainer.state.log_history)]
+    # From the logged curve (it survives a resume), not the trainer's running total (it does not).
+    summary = {"steps": trainer.state.global_step,
+               "train_loss_mean": sum(curve_losses) / len(curve_losses) if curve_losses else result.training_loss}
+    timings = {"train_seconds": elapsed, "seconds_per_step": elapsed / max(trainer.state.global_step - resumed_from, 1),
+               "resumed_from_step": resumed_from}
+    return trainer, summary, timings
 
 
 @torch.no_grad()
@@ -163,6 +178,20 @@ def save_model(trainer, tokenizer, card: dict, out: Path, card_name: str) -> Non
     shutil.rmtree(tmp, ignore_errors=True)
     trainer.model.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
+    _sort_adapter_config(tmp / "adapter_config.json")
     (tmp / card_name).write_text(json.dumps(card, indent=2) + "\n")
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
+
+
+def _sort_adapter_config(path: Path) -> None:
+    """peft keeps target_modules as a set and writes it in hash order, which changes from
+    run to run: sort it, so identical training gives an identical model folder (and DVC
+    does not rerun evaluate)."""
+    if not path.is_file():
+        return
+    config = json.loads(path.read_text())
+    for key, value in config.items():
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            config[key] = sorted(value)
+    path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")

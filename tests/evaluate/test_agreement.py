@@ -14,7 +14,7 @@ from dlma.core.errors import DlmaError
 from dlma.data.loaders import load_records
 from dlma.evaluate.agreement import agreement_results, label_agreement
 from dlma.evaluate.params import EvaluateParams
-from dlma.lm.prompts import context_text, encode_context, encode_response
+from dlma.lm.prompts import context_text, encode_response
 from dlma.model import load_causal_lm, load_tokenizer
 from dlma.score.params import ScoreParams
 from tests.helpers import TEST_PROMPTS as PROMPTS
@@ -49,7 +49,7 @@ def test_agreement_counts_match_independent_count(judge, shared_data):
     contrastive = likelihood = ab_right = consistent = 0
     for row in frame.iter_rows(named=True):
         def ll(response, role):
-            context = encode_context(tokenizer, context_text(tokenizer, PROMPTS, row["prompt"], role), chat=True)
+            context = tokenizer(context_text(tokenizer, PROMPTS, row["prompt"], role), add_special_tokens=False)["input_ids"]
             return reference_logprob(model, context, encode_response(tokenizer, response))
         c_pos, c_neg, r_pos, r_neg = ll(row["chosen"], "pos"), ll(row["chosen"], "neg"), ll(row["rejected"], "pos"), ll(row["rejected"], "neg")
         contrastive += ((c_pos - c_neg) - (r_pos - r_neg)) > 0
@@ -69,8 +69,8 @@ def test_agreement_counts_match_independent_count(judge, shared_data):
         assert summary[method]["ci_low"] <= summary[method]["accuracy"] <= summary[method]["ci_high"]
 
 
-def pair_set(name: str, source: str) -> dict:
-    return {"name": name, "source": source, "format": "auto", "columns": {}, "pku_label": "safer"}
+def pair_set(name: str, source: str, optional: bool = False) -> dict:
+    return {"name": name, "source": source, "format": "auto", "columns": {}, "pku_label": "safer", "pair": "", "optional": optional}
 
 
 def write_evaluate(tmp_path, **changes) -> Path:
@@ -95,13 +95,30 @@ def test_agreement_set_with_missing_fields(tmp_path, judge, monkeypatch):
     bad = tmp_path / "pairs.jsonl"
     bad.write_text(json.dumps({"prompt": "q", "chosen": "a", "rejected": "b"}) + "\n" + json.dumps({"prompt": "q2", "chosen": "a"}) + "\n")
     params = load_section(EvaluateParams, "evaluate", write_evaluate(tmp_path, agreement_sets=[pair_set("mine", str(bad))]))
-    with pytest.raises(DlmaError, match=r"pairs.jsonl, line 2: no field 'rejected'"):
+    with pytest.raises(DlmaError, match=r"pairs.jsonl, line 2: no field 'rejected'.*columns of evaluate.agreement_sets 'mine'"):
         agreement(model, tokenizer, params, PROMPTS, shipped(ScoreParams, "score"))
     only_prompts = tmp_path / "prompts.jsonl"
     only_prompts.write_text(json.dumps({"prompt": "q"}) + "\n")
     params = load_section(EvaluateParams, "evaluate", write_evaluate(tmp_path, agreement_sets=[pair_set("p", str(only_prompts))]))
     with pytest.raises(DlmaError, match="agreement set 'p' .* has no chosen/rejected fields"):
         agreement(model, tokenizer, params, PROMPTS, shipped(ScoreParams, "score"))
-    missing = load_section(EvaluateParams, "evaluate", write_evaluate(tmp_path, agreement_sets=[pair_set("gone", "nowhere/x.jsonl")]))
+    missing = load_section(EvaluateParams, "evaluate", write_evaluate(tmp_path, agreement_sets=[pair_set("gone", "nowhere/x.jsonl", True)]))
     results, _ = agreement(model, tokenizer, missing, PROMPTS, shipped(ScoreParams, "score"))
     assert results == {"gone": {"skipped": "nowhere/x.jsonl not found"}}
+    required = load_section(EvaluateParams, "evaluate", write_evaluate(tmp_path, agreement_sets=[pair_set("gone", "nowhere/x.jsonl")]))
+    with pytest.raises(DlmaError, match=r"evaluation set 'gone': nowhere/x.jsonl not found.*optional: true"):
+        agreement(model, tokenizer, required, PROMPTS, shipped(ScoreParams, "score"))
+
+
+def test_identical_pairs_carry_no_label(tmp_path, judge):
+    model, tokenizer = judge
+    same = tmp_path / "same.jsonl"
+    rows = [{"prompt": "q", "chosen": "a", "rejected": "a"}, {"prompt": "q2", "chosen": "b", "rejected": "b"}]
+    same.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    params = load_section(EvaluateParams, "evaluate", write_evaluate(tmp_path, agreement_sets=[pair_set("same", str(same))]))
+    with pytest.raises(DlmaError, match=r"agreement set 'same' .*chosen equals rejected in all 2 rows"):
+        agreement_results(model, tokenizer, params, PROMPTS, shipped(ScoreParams, "score"))
+    rows.append({"prompt": "q3", "chosen": "good", "rejected": "bad"})
+    same.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    results, detail = agreement_results(model, tokenizer, params, PROMPTS, shipped(ScoreParams, "score"))
+    assert results["same"]["rows"] == 1 and results["same"]["dropped_identical_pairs"] == 2 and detail[0].height == 1

@@ -35,7 +35,7 @@ BASE = ["No.", "Go away.", "Because."]
 def context(tiny_lm, **evaluate) -> JudgeContext:
     model, tokenizer = tiny_lm
     prompts = pl.DataFrame({"id": ["0", "1", "2"], "prompt": QUERIES, "category": ["harmful", "helpful", "x"],
-                            "set": ["t"] * 3, "harm": ["harmful", "safe", "unknown"]})
+                            "set": ["t"] * 3, "harm": ["harmful", "safe", "unknown"], "pair": ["x"] * 3})
     params = SimpleNamespace(prompts=TEST_PROMPTS, score=shipped(ScoreParams, "score", batch_size=2),
                              evaluate=shipped(EvaluateParams, "evaluate", **evaluate), model=SimpleNamespace(trust_remote_code=False))
     return JudgeContext(prompts=prompts, queries=QUERIES, aligned=ALIGNED, base=BASE, judge_model=model,
@@ -109,7 +109,7 @@ def test_a_judge_that_needs_a_param_says_which(tmp_path):
 STAGES = [
     ["model", "--out", "model.json"],
     ["prepare", "--train", "train.parquet", "--eval", "eval.parquet", "--report", "prepare.json"],
-    ["generate", "--prompts", "train.parquet", "--model-id", "model.json", "--out", "generated.parquet"],
+    ["generate", "--prompts", "train.parquet", "--model-id", "model.json", "--out", "generated.parquet", "--report", "generate.json"],
     ["score", "--generated", "generated.parquet", "--model-id", "model.json", "--out", "scored.parquet", "--report", "score.json"],
     ["filter", "--scored", "scored.parquet", "--out", "prefs.parquet", "--report", "filter.json"],
     ["train", "--preferences", "prefs.parquet", "--model-id", "model.json", "--out", "models/dlma", "--report", "train.json",

@@ -22,6 +22,8 @@ def scored() -> pl.DataFrame:
         "score": [3.0, -2.0, 0.5, 1.0, -7.0],
         "ref_logp_pos": [-1.0, -2.0, -3.0, -4.0, -5.0],
         "ref_logp_neg": [-10.0, -20.0, -30.0, -40.0, -50.0],
+        "tokens_pos": [[1, 0], [0], [3, 0], [4, 0], [5, 5]],  # 0 = EOS, absent where cut (length)
+        "tokens_neg": [[6, 0], [7, 0], [3, 0], [8, 0], [9, 0]],
     })
 
 
@@ -33,7 +35,11 @@ def test_default_is_the_paper():
     assert prefs["margin"].to_list() == [3.0, -2.0, 0.5, -7.0]
     assert prefs["ref_logp_chosen"].to_list() == [-1.0, -2.0, -3.0, -5.0]
     assert report["dropped"] == {"long_prompt": 1} and report["swapped"] == 0
-    assert prefs.columns == ["id", "prompt", "chosen", "rejected", "margin", "ref_logp_chosen", "ref_logp_rejected"]
+    assert prefs.columns == ["id", "prompt", "chosen", "rejected", "margin", "ref_logp_chosen", "ref_logp_rejected",
+                             "chosen_ids", "rejected_ids", "chosen_complete", "rejected_complete"]
+    assert prefs["chosen_ids"].to_list() == [[1, 0], [0], [3, 0], [5, 5]]
+    assert prefs["chosen_complete"].to_list() == [True, True, True, False]
+    assert report["complete_pairs_share"] == 0.75
 
 
 def test_every_option_counts_its_rows():
@@ -48,6 +54,8 @@ def test_swap_negates_margin_and_swaps_references():
     row = prefs.filter(pl.col("id") == "e").row(0, named=True)
     assert (row["chosen"], row["rejected"], row["margin"]) == ("worse", "fine", 7.0)
     assert (row["ref_logp_chosen"], row["ref_logp_rejected"]) == (-50.0, -5.0)
+    assert (row["chosen_ids"], row["rejected_ids"]) == ([9, 0], [5, 5])
+    assert (row["chosen_complete"], row["rejected_complete"]) == (True, False)
     assert report["swapped"] == 2 and (prefs["margin"] >= 0).all()
 
 

@@ -4,11 +4,15 @@ the MLflow store it writes and DVC experiments (run now and queued) recording in
 from __future__ import annotations
 
 import json
+import re
+import time
+from pathlib import Path
 
 import polars as pl
 import pytest
+import yaml
 
-from tests.dvcrepo import DvcRepo
+from tests.dvcrepo import REPO, DvcRepo
 
 pytestmark = pytest.mark.slow
 
@@ -20,20 +24,34 @@ SMALL = {
     "train": {"max_steps": 3, "batch_size": 2, "save_steps": 2},
     "evaluate": {"limit": 4, "bootstrap": 100},
 }
+# A labelled set beside the repository, named by a relative path (as ../shared/... is).
+OUTSIDE_SET = {"name": "outside", "source": "../outside/pairs.jsonl", "format": "auto", "columns": {},
+               "pku_label": "safer", "pair": "", "optional": False}
+ALL_STAGES = {"model", "sets", "prepare", "generate", "score", "filter", "train", "recover", "evaluate"}
+ALWAYS = ["model", "recover", "sets"]  # re-checked on every repro (cheap)
 
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory, tiny_model_dir):
-    repo = DvcRepo(tmp_path_factory.mktemp("dvc-project"), tiny_model_dir, SMALL)
+    base = tmp_path_factory.mktemp("dvc-project")
+    (base / "outside").mkdir()
+    (base / "outside" / "pairs.jsonl").write_text((REPO / "data" / "labelled_pairs.jsonl").read_text())
+    (base / "project").mkdir()
+    repo = DvcRepo(base / "project", tiny_model_dir, SMALL)
+    params = repo.params()
+    params["evaluate"]["agreement_sets"].append(OUTSIDE_SET)
+    repo.write_params(params)
+    repo.commit("outside set")
     ran = repo.repro()
-    assert ran == ["model", "prepare", "generate", "score", "filter", "train", "evaluate"]
+    assert set(ran) == ALL_STAGES and ran.index("train") < ran.index("evaluate")
     repo.commit("first run")
     return repo
 
 
 def test_outputs_and_reports(repo):
     preferences = pl.read_parquet(repo.root / "data/preferences.parquet")
-    assert preferences.columns == ["id", "prompt", "chosen", "rejected", "margin", "ref_logp_chosen", "ref_logp_rejected"]
+    assert preferences.columns[:7] == ["id", "prompt", "chosen", "rejected", "margin", "ref_logp_chosen", "ref_logp_rejected"]
+    assert {"chosen_ids", "rejected_ids", "chosen_complete"} <= set(preferences.columns)
     scored = pl.read_parquet(repo.root / "data/scored.parquet")
     assert preferences.height == scored.height == 6  # 8 prompts, 2 held out for evaluation
     report = json.loads((repo.root / "reports/filter.json").read_text())
@@ -48,9 +66,10 @@ def test_evaluation_outputs(repo):
     metrics = json.loads((repo.root / "reports/metrics.json").read_text())
     assert {"agreement", "win_rate", "refusal_rate", "perplexity"} <= set(metrics)
     assert metrics["agreement"]["shipped"]["rows"] == 4
-    # The HH set lives outside this repository: reported as skipped, with the reason.
+    # The HH set is optional and not beside this repository: reported as skipped, with the reason.
     assert "not found" in metrics["agreement"]["hh_harmless"]["skipped"]
-    assert metrics["skipped_prompt_sets"] == {"xstest": "../shared/data/xstest/xstest_prompts.csv not found"}
+    assert metrics["skipped_prompt_sets"]["xstest"].startswith("../shared/data/xstest/xstest_prompts.csv not found")
+    assert metrics["agreement"]["outside"]["rows"] == 4  # the set outside the repository, found
     assert set(metrics["win_rate"]) == {"self_contrast", "ab_judge"}
     for judge in metrics["win_rate"].values():
         assert judge["win"] + judge["tie"] + judge["lose"] == pytest.approx(1.0) and judge["n"] == 2
@@ -69,16 +88,16 @@ def test_evaluation_outputs(repo):
 ALL_MODEL_STAGES = {"model", "generate", "score", "train", "evaluate"}
 # One module of each step (and of the shared folders) -> the stages that run it.
 EDITS = {
-    "dlma/core/io.py": {"model", "prepare", "generate", "score", "filter", "train", "evaluate"},
+    "dlma/core/io.py": ALL_STAGES,
     "dlma/model.py": ALL_MODEL_STAGES,
     "dlma/lm/prompts.py": {"generate", "score", "train", "evaluate"},
-    "dlma/data/loaders.py": {"prepare", "evaluate"},
+    "dlma/data/loaders.py": {"sets", "prepare", "evaluate"},
     "dlma/generate/sampling.py": {"generate", "evaluate"},
     "dlma/generate/params.py": {"generate", "train", "evaluate"},
     "dlma/score/contrastive.py": {"score", "evaluate"},
     "dlma/filter/preferences.py": {"filter"},
     "dlma/train/loss.py": {"train"},
-    "dlma/tracking/store.py": {"train", "evaluate"},
+    "dlma/tracking/store.py": {"train", "recover", "evaluate"},
     "dlma/evaluate/report.py": {"evaluate"},
     "stages/filter.py": {"filter"},
 }
@@ -108,14 +127,14 @@ def test_an_edit_reruns_exactly_the_stages_that_run_the_module(repo):
 
 def test_second_repro_reruns_nothing(repo):
     before = {path: repo.sha(path) for path in OUTPUTS}
-    assert repo.repro() == ["model"]  # the identity check only; its output did not change
+    assert sorted(repo.repro()) == ALWAYS  # the checks only; their outputs did not change
     assert {path: repo.sha(path) for path in OUTPUTS} == before
 
 
 def test_score_param_reruns_score_and_filter_only(repo):
     generated = repo.sha("data/generated.parquet")
     repo.set_param("score", "dtype", "bfloat16")  # changes the scores, so filter must rerun too
-    assert repo.repro() == ["model", "score", "filter", "train", "evaluate"]
+    assert set(repo.repro()) == {"score", "filter", "train", "evaluate", *ALWAYS}
     assert repo.sha("data/generated.parquet") == generated
     repo.run("git", "checkout", "params.yaml")
     repo.repro()
@@ -124,18 +143,37 @@ def test_score_param_reruns_score_and_filter_only(repo):
 def test_generate_param_reruns_from_generate(repo):
     generated = repo.sha("data/generated.parquet")
     repo.set_param("generate", "seed", 1)
-    assert repo.repro() == ["model", "generate", "score", "filter", "train", "evaluate"]
+    assert set(repo.repro()) == {"generate", "score", "filter", "train", "evaluate", *ALWAYS}
     assert repo.sha("data/generated.parquet") != generated
     repo.run("git", "checkout", "params.yaml")
     repo.repro()
 
 
+def version_outputs(repo) -> dict[str, str]:
+    """Content hash of every file DVC tracks as an output of the pipeline version (dvc.lock)."""
+    lock = yaml.safe_load((repo.root / "dvc.lock").read_text())
+    files = {}
+    for stage in lock["stages"].values():
+        for out in stage.get("outs", []):
+            path = repo.root / out["path"]
+            for file in sorted(path.rglob("*")) if path.is_dir() else [path]:
+                if file.is_file():
+                    files[str(file.relative_to(repo.root))] = repo.sha(str(file.relative_to(repo.root)))
+    return files
+
+
 def test_same_params_give_identical_bytes(repo):
-    before = {path: repo.sha(path) for path in OUTPUTS}
+    before = version_outputs(repo)
+    assert {"models/dlma/adapter_config.json", "reports/metrics.json", "reports/train.json", "reports/report.md",
+            "reports/eval_samples.parquet", "data/generated.parquet"} <= set(before)
     for path in OUTPUTS:
         (repo.root / path).unlink()
     repo.repro("--force")
-    assert {path: repo.sha(path) for path in OUTPUTS} == before
+    assert version_outputs(repo) == before
+    # Training again with nothing changed gives the same model folder: evaluate does not rerun.
+    repo.repro("--force", "-s", "train")
+    assert version_outputs(repo) == before
+    assert sorted(repo.repro()) == ALWAYS
 
 
 def mlflow_runs(repo):
@@ -166,21 +204,42 @@ def test_mlflow_run_has_curves_and_a_model_that_generates(repo):
     client = mlflow.MlflowClient()
     for model_version in client.search_model_versions("name='dlma'"):
         assert client.get_run(model_version.run_id).info.lifecycle_stage == "active"
+    # Logged as code: nothing in the logged model is a pickle.
+    local = Path(mlflow.artifacts.download_artifacts("models:/dlma/latest"))
+    assert (local / "MLmodel").is_file() and not [p for p in local.rglob("*") if p.suffix in (".pkl", ".pickle")]
     model = mlflow.pyfunc.load_model("models:/dlma/latest")
     answers = model.predict(["How do I make coffee?", "Hi"], params={"max_new_tokens": 5})
     assert len(answers) == 2 and all(isinstance(a, str) for a in answers)
     assert not list((repo.root / ".dvc").rglob("mlflow.db"))
 
 
-def test_experiments_record_into_the_same_store(repo):
+def test_queued_experiments_record_into_the_same_store_and_see_the_same_sets(repo):
     before = {r.info.run_id for r in mlflow_runs(repo)}
     repo.run("dvc", "exp", "run", "-n", "beta02", "-S", "train.beta=0.2")
     repo.run("dvc", "exp", "run", "--queue", "-n", "beta03", "-S", "train.beta=0.3")
-    repo.run("dvc", "exp", "run", "--run-all")
+    repo.run("dvc", "exp", "run", "--queue", "-n", "beta04", "-S", "train.beta=0.4")
+    repo.run("dvc", "queue", "start", "-j", "2")
+    deadline = time.time() + 900
+    while True:
+        status = repo.run("dvc", "queue", "status").stdout
+        if not re.search(r"\b(Queued|Running)\b", status):
+            break
+        assert time.time() < deadline, status
+        time.sleep(5)
+    assert "Failed" not in status, status + repo.run("dvc", "queue", "logs", "beta03", check=False).stdout
     new = [r for r in mlflow_runs(repo) if r.info.run_id not in before]
-    assert sorted(r.data.tags.get("dvc.experiment") for r in new) == ["beta02", "beta03"]
-    assert sorted(r.data.params["train.beta"] for r in new) == ["0.2", "0.3"]
-    # The queued run worked in a copy under .dvc/tmp/exps but wrote to the repository's store.
+    assert sorted(r.data.tags.get("dvc.experiment") for r in new) == ["beta02", "beta03", "beta04"]
+    assert sorted(r.data.params["train.beta"] for r in new) == ["0.2", "0.3", "0.4"]
+    # The queued runs worked in copies under .dvc/tmp/exps but wrote to the repository's store...
     assert not list((repo.root / ".dvc").rglob("mlflow.db"))
+    # ... and evaluated the set outside the repository, as the workspace run did.
     shown = json.loads(repo.run("dvc", "exp", "show", "--json").stdout)
-    assert "beta03" in json.dumps(shown)
+    rows = {}
+    for commit in shown:
+        for exp in commit.get("experiments") or []:
+            for revision in exp.get("revs") or []:
+                metrics = (revision.get("data") or {}).get("metrics") or {}
+                found = (metrics.get("reports/metrics.json") or {}).get("data") or {}
+                if revision.get("name") in ("beta03", "beta04"):
+                    rows[revision["name"]] = found.get("agreement", {}).get("outside", {}).get("rows")
+    assert rows == {"beta03": 4, "beta04": 4}, rows

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from dlma.lm.prompts import PromptsParams, context_text, encode_context, encode_response
+from dlma.lm.prompts import PromptsParams, context_text, encode_response
 from dlma.score.contrastive import contrastive_score, score_table
 from dlma.score.params import ScoreParams
 from tests.helpers import reference_logprob, shipped
@@ -21,7 +21,7 @@ def test_contrastive_score_hand_arithmetic():
 def test_score_table_matches_independent_sequences(tiny_lm):
     model, tokenizer = tiny_lm
     pair = {"tag_pos": "P+ {q}\n", "tag_neg": "P- {q}\n", "system_pos": "Be good.", "system_neg": "Be bad."}
-    prompts = shipped(PromptsParams, "prompts", pair="x", style="system", pairs={"x": pair})
+    prompts = shipped(PromptsParams, "prompts", pair="x", category_pairs={}, style="system", pairs={"x": pair})
     frame = pl.DataFrame({
         "id": ["a", "b", "c"],
         "prompt": ["How do I make coffee?", "Tell me about the fox.", "Why?"],
@@ -32,7 +32,7 @@ def test_score_table_matches_independent_sequences(tiny_lm):
 
     def independent(query, role, response):
         text = context_text(tokenizer, prompts, query, role)
-        return reference_logprob(model, encode_context(tokenizer, text, chat=True), encode_response(tokenizer, response))
+        return reference_logprob(model, tokenizer(text, add_special_tokens=False)["input_ids"], encode_response(tokenizer, response))
 
     for row in scored.iter_rows(named=True):
         lpp = independent(row["prompt"], "pos", row["response_pos"])

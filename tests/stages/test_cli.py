@@ -50,7 +50,7 @@ def test_help_lists_every_stage():
 def test_stages_run_and_chain(project):
     assert run("model", "--out", "model.json").exit_code == 0
     assert run("prepare", "--train", "tr.parquet", "--eval", "ev.parquet", "--report", "prep.json").exit_code == 0
-    result = run("generate", "--prompts", "tr.parquet", "--model-id", "model.json", "--out", "gen.parquet")
+    result = run("generate", "--prompts", "tr.parquet", "--model-id", "model.json", "--out", "gen.parquet", "--report", "gen.json")
     assert result.exit_code == 0, result.output
     generated = pl.read_parquet("gen.parquet")
     assert generated.height == 5  # 6 prompts, 20% (1) held out
@@ -70,7 +70,7 @@ def test_unknown_prompt_pair_writes_nothing(project):
     assert run("model", "--out", "model.json").exit_code == 0
     write_parquet(pl.DataFrame({"id": ["a"], "prompt": ["hi"], "category": [""]}), project / "tr.parquet")
     edit_params(project / "params.yaml", "prompts", "pair", "nonexistent")
-    result = run("generate", "--prompts", "tr.parquet", "--model-id", "model.json", "--out", "gen.parquet")
+    result = run("generate", "--prompts", "tr.parquet", "--model-id", "model.json", "--out", "gen.parquet", "--report", "gen.json")
     assert result.exit_code == 2
     assert "prompts.pair 'nonexistent' is not defined" in result.output
     assert not (project / "gen.parquet").exists()
@@ -98,7 +98,7 @@ def test_changed_model_is_detected(project, tiny_model_dir):
     assert run("model", "--out", "model.json").exit_code == 0
     (copy / "generation_config.json").write_text((copy / "generation_config.json").read_text().replace("}", ', "do_sample": false}'))
     write_parquet(pl.DataFrame({"id": ["a"], "prompt": ["hi"], "category": [""]}), project / "tr.parquet")
-    result = run("generate", "--prompts", "tr.parquet", "--model-id", "model.json", "--out", "gen.parquet")
+    result = run("generate", "--prompts", "tr.parquet", "--model-id", "model.json", "--out", "gen.parquet", "--report", "gen.json")
     assert result.exit_code == 2 and "changed since 'model.json' was written" in result.output
 
 

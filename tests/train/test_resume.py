@@ -73,7 +73,12 @@ def test_resume_after_kill(tmp_path, tiny_model_dir, monkeypatch):
 
     report = json.loads((killed / "reports/train.json").read_text())
     reference = json.loads((straight / "reports/train.json").read_text())
-    assert report["resumed_from_step"] >= 10 and report["steps"] == reference["steps"] == 40
+    assert report["steps"] == reference["steps"] == 40
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{killed / 'mlflow.db'}")
+    (run,) = mlflow.search_runs(experiment_names=["dlma"], output_format="list")  # the killed run, resumed
+    assert run.info.status == "FINISHED" and run.data.metrics["timing/resumed_from_step"] >= 10
     a = load_file(straight / "models/dlma/adapter_model.safetensors")
     b = load_file(killed / "models/dlma/adapter_model.safetensors")
     worst = max(float((a[k] - b[k]).abs().max()) for k in a)

@@ -143,3 +143,34 @@ def test_full_fine_tuning_saves_full_weights_and_loads_back(project):
 
     model, _, card = load_aligned(project / "models/dlma")
     assert card["peft"] == "none" and sum(p.numel() for p in model.parameters()) > 0
+
+
+def test_numerics_check_refuses_references_scored_in_another_dtype(project, tiny_model_dir):
+    # The score stage run in bfloat16, the train stage in float32: the stored reference
+    # log-probs are not the policy's at step 0.
+    bf16 = load_causal_lm(tiny_model_dir, dtype=torch.bfloat16, device=torch.device("cpu"), attn_implementation="eager")
+    frame = preference_frame(bf16, load_tokenizer(tiny_model_dir))
+    frame.write_parquet(project / "bf16.parquet")
+    result = run_train("bf16.parquet")
+    assert result.exit_code == 2, result.output
+    assert "differ from the policy's at step 0" in result.output and "score.dtype" in result.output
+    assert not (project / "models/dlma").exists()
+    # The same pairs scored in float32 pass the check (the other tests train on them).
+    assert run_train().exit_code == 0
+
+
+def test_lora_dropout_is_active_when_set(base, tmp_path):
+    from dlma.train.params import TrainParams
+    from dlma.train.run import train
+
+    model, tokenizer = base
+    rows, _ = tokenise_preferences(preference_frame(model, tokenizer), tokenizer, PROMPTS, max_length=512)
+    import copy
+
+    params = shipped(TrainParams, "train", max_steps=1, batch_size=2, lora_dropout=0.3)
+    trainer, _, _ = train(copy.deepcopy(model), tokenizer, rows, params, tmp_path / "ckpt", torch.device("cpu"))
+    dropouts = [m for n, m in trainer.model.named_modules() if isinstance(m, torch.nn.Dropout) and "lora_dropout" in n]
+    assert dropouts and all(m.p == 0.3 for m in dropouts)
+    # Everything else stays off, as in trl's DPO (disable_dropout).
+    others = [m for n, m in trainer.model.named_modules() if isinstance(m, torch.nn.Dropout) and "lora_dropout" not in n]
+    assert all(m.p == 0.0 for m in others)

@@ -14,7 +14,7 @@ from dlma.score.contrastive import score_table
 def self_contrast(context: JudgeContext) -> JudgeResult:
     p = context.params
     frame = pl.DataFrame({
-        "id": [str(i) for i in range(len(context.queries))], "prompt": context.queries,
+        "id": [str(i) for i in range(len(context.queries))], "prompt": context.queries, "pair": context.prompts["pair"],
         "response_pos": context.aligned, "response_neg": context.base,
     })
     scored = score_table(context.judge_model, context.tokenizer, frame, p.prompts, p.score)

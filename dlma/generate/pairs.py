@@ -1,0 +1,59 @@
+"""One response under p+ and one under p- for every prompt: the generate step's table."""
+
+from __future__ import annotations
+
+import logging
+
+import polars as pl
+
+from dlma.core.errors import DlmaError
+from dlma.generate.params import GenerateParams
+from dlma.generate.sampling import row_seed, sample_responses
+from dlma.lm.prompts import PromptsParams, encode_contexts, pairs_of
+
+log = logging.getLogger(__name__)
+
+
+def within_prompt_limit(contexts: list[list[int]], limit: int) -> list[bool]:
+    return [len(ids) <= limit for ids in contexts]
+
+
+def generate_pairs(model, tokenizer, frame: pl.DataFrame, prompts: PromptsParams, params: GenerateParams) -> tuple[pl.DataFrame, dict]:
+    """Sample the pair of every prompt. Prompts whose context is over generate.max_prompt_tokens
+    are skipped and counted (one 100 KB prompt would otherwise take gigabytes of memory)."""
+    queries = frame["prompt"].to_list()
+    pairs = pairs_of(prompts, frame["category"].to_list(), frame.height)  # each prompt's category picks its pair
+    context_pos = encode_contexts(tokenizer, prompts, queries, "pos", pairs)
+    context_neg = encode_contexts(tokenizer, prompts, queries, "neg", pairs)
+    keep = [a and b for a, b in zip(within_prompt_limit(context_pos, params.max_prompt_tokens),
+                                     within_prompt_limit(context_neg, params.max_prompt_tokens))]
+    skipped = len(keep) - sum(keep)
+    if skipped:
+        log.warning("skipped %d prompt(s) longer than generate.max_prompt_tokens=%d", skipped, params.max_prompt_tokens)
+    if not any(keep):
+        raise DlmaError(f"every prompt is longer than generate.max_prompt_tokens={params.max_prompt_tokens} tokens; raise it")
+    kept = frame.with_columns(pl.Series("pair", pairs, dtype=pl.String)).filter(pl.Series(keep))
+    context_pos = [c for c, k in zip(context_pos, keep) if k]
+    context_neg = [c for c, k in zip(context_neg, keep) if k]
+    ids = kept["id"].to_list()
+    seeds = [row_seed(params.seed, i, "pos") for i in ids] + [row_seed(params.seed, i, "neg") for i in ids]
+    samples = sample_responses(model, tokenizer, context_pos + context_neg, params, seeds=seeds)
+    pos, neg = samples[: kept.height], samples[kept.height:]
+    result = kept.select("id", "prompt", "category", "pair").with_columns(
+        pl.Series("response_pos", [s.text for s in pos], dtype=pl.String),
+        pl.Series("response_neg", [s.text for s in neg], dtype=pl.String),
+        pl.Series("finish_pos", [s.finish for s in pos], dtype=pl.String),
+        pl.Series("finish_neg", [s.finish for s in neg], dtype=pl.String),
+        pl.Series("new_tokens_pos", [s.n_tokens for s in pos], dtype=pl.Int32),
+        pl.Series("new_tokens_neg", [s.n_tokens for s in neg], dtype=pl.Int32),
+        pl.Series("response_pos_ids", [list(s.token_ids) for s in pos], dtype=pl.List(pl.Int32)),
+        pl.Series("response_neg_ids", [list(s.token_ids) for s in neg], dtype=pl.List(pl.Int32)),
+    )
+    complete = sum(s.finish == "eos" for s in samples)
+    report = {
+        "rows_in": frame.height, "rows_out": result.height, "skipped": {"prompt_too_long": skipped},
+        "responses": len(samples), "complete_responses": complete, "complete_share": complete / len(samples),
+        "complete_pairs_share": float(((result["finish_pos"] == "eos") & (result["finish_neg"] == "eos")).mean()),
+        "rows_per_pair": dict(sorted(result.group_by("pair").len().iter_rows())),
+    }
+    return result, report

@@ -1,0 +1,65 @@
+"""Sampling that does not depend on batching: each response has its own random stream,
+so the same row gets the same tokens whatever the batch size, the order or the other rows."""
+
+from __future__ import annotations
+
+import polars as pl
+import torch
+
+from dlma.generate.pairs import generate_pairs
+from dlma.generate.params import GenerateParams
+from dlma.generate.sampling import row_seed, sample_responses
+from tests.helpers import TEST_PROMPTS, shipped
+
+QUERIES = ["How do I make coffee?", "Tell me about the fox.", "Why?", "Explain photosynthesis.", "Hi", "What is the capital of France?"]
+
+
+def contexts(tokenizer):
+    return [tokenizer(q)["input_ids"] for q in QUERIES]
+
+
+def test_a_row_samples_the_same_whatever_its_batch(tiny_lm):
+    model, tokenizer = tiny_lm
+    params = shipped(GenerateParams, "generate", max_new_tokens=12, batch_size=4, dtype="float32")
+    seeds = [row_seed(0, str(i), "pos") for i in range(len(QUERIES))]
+    everything = sample_responses(model, tokenizer, contexts(tokenizer), params, seeds=seeds)
+    # Other rows, another batch size, another order.
+    picked = [4, 1, 2]
+    small = shipped(GenerateParams, "generate", max_new_tokens=12, batch_size=2, dtype="float32")
+    some = sample_responses(model, tokenizer, [contexts(tokenizer)[i] for i in picked], small, seeds=[seeds[i] for i in picked])
+    assert [s.token_ids for s in some] == [everything[i].token_ids for i in picked]
+    # A different stream gives a different sample (the seeds matter).
+    other = sample_responses(model, tokenizer, contexts(tokenizer), params, seeds=[s + 1 for s in seeds])
+    assert [s.token_ids for s in other] != [s.token_ids for s in everything]
+
+
+def test_top_k_one_is_greedy_decoding(tiny_lm):
+    # The warpers shape the distribution before the per-row draw: top_k=1 leaves one token.
+    model, tokenizer = tiny_lm
+    params = shipped(GenerateParams, "generate", max_new_tokens=8, batch_size=3, top_k=1, dtype="float32")
+    sampled = sample_responses(model, tokenizer, contexts(tokenizer)[:3], params, seeds=[1, 2, 3])
+    for sample, ids in zip(sampled, contexts(tokenizer)[:3]):
+        greedy = model.generate(input_ids=torch.tensor([ids]), do_sample=False, temperature=None, top_p=None, top_k=None,
+                                max_new_tokens=8, pad_token_id=tokenizer.pad_token_id)
+        tokens = greedy[0, len(ids):].tolist()
+        expected = tokens[: tokens.index(tokenizer.eos_token_id)] if tokenizer.eos_token_id in tokens else tokens
+        assert list(sample.token_ids) == expected
+
+
+def test_row_seed_depends_on_seed_row_and_side():
+    assert row_seed(0, "a", "pos") == row_seed(0, "a", "pos")
+    assert len({row_seed(0, "a", "pos"), row_seed(0, "a", "neg"), row_seed(0, "b", "pos"), row_seed(1, "a", "pos")}) == 4
+
+
+def test_a_smaller_data_limit_keeps_the_common_rows_responses(tiny_lm):
+    model, tokenizer = tiny_lm
+    frame = pl.DataFrame({"id": [f"r{i}" for i in range(6)], "prompt": QUERIES, "category": [""] * 6})
+    params = shipped(GenerateParams, "generate", max_new_tokens=10, batch_size=4, dtype="float32")
+    full, report = generate_pairs(model, tokenizer, frame, TEST_PROMPTS, params)
+    fewer, _ = generate_pairs(model, tokenizer, frame.head(4).reverse(), TEST_PROMPTS,
+                              shipped(GenerateParams, "generate", max_new_tokens=10, batch_size=3, dtype="float32"))
+    joined = fewer.join(full, on="id", suffix="_full")
+    assert joined.height == 4
+    for side in ("pos", "neg"):
+        assert joined[f"response_{side}_ids"].to_list() == joined[f"response_{side}_ids_full"].to_list()
+    assert report["rows_out"] == 6 and 0.0 <= report["complete_share"] <= 1.0
