@@ -58,3 +58,6 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     # Hash memo and materialised models go to a per-session temp cache, not ~/.cache.
     monkeypatch.setenv("DLMA_CACHE", str(tmp_path_factory.getbasetemp() / "dlma-cache"))
     monkeypatch.setenv("DVC_NO_ANALYTICS", "1")
+    # Each test's MLflow store is its project's: no URI exported by an earlier test.
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)

@@ -33,8 +33,17 @@ def configure(params: TrackingParams, root: Path | None = None) -> str:
 
     root = root or repository_root()
     uri = tracking_uri(params, root)
+    # MLflow exports what it is set to as MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI; that
+    # would read as a user's override in a later call of this process, or in a child it
+    # starts. Set, then leave the environment as the user had it.
+    before = {name: os.environ.get(name) for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
+    for name, value in before.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
     experiment = mlflow.get_experiment_by_name(params.experiment)
     if experiment is None:
         location = (root / "mlartifacts").as_uri() if uri.startswith("sqlite:") else None

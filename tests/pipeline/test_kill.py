@@ -26,8 +26,8 @@ SMALL = {
 def store(repo):
     import mlflow
 
-    mlflow.set_tracking_uri(f"sqlite:///{repo.root / 'mlflow.db'}")
-    return mlflow.MlflowClient()
+    uri = f"sqlite:///{repo.root / 'mlflow.db'}"
+    return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
 def version_runs(client, version: str):
