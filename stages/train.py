@@ -23,6 +23,7 @@ from dlma.core.config import flatten, load_section, read_params_file
 from dlma.core.errors import DlmaError
 from dlma.core.hashing import file_sha256
 from dlma.core.io import write_csv, write_json
+from dlma.core.paths import repository_root
 from dlma.core.stage import stage_entry
 from dlma.generate.params import GenerateParams
 from dlma.lm.prompts import PromptsParams
@@ -72,7 +73,7 @@ def main(
     gap = check_reference_numerics(rows, model, tokenizer, pairs=4, tolerance=params.reference_tolerance, autocast_dtype=autocast)
     log.info("reference log-probs match the policy at step 0 (largest gap %.2e nats)", gap)
 
-    root = store.repository_root()
+    root = repository_root()
     version = store.version_id({"model": resolved.sha256, "preferences": file_sha256(preferences),
                                 "train": params.__dict__, "bare": [prompt_params.bare, prompt_params.bare_tag]})
     experiment_id = store.configure(tracking_params, root)

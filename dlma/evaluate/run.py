@@ -24,6 +24,7 @@ from dlma.evaluate.params import EvaluateParams
 from dlma.evaluate.quality import quality_guards
 from dlma.evaluate.sets import prompt_sets, read_identities
 from dlma.evaluate.stats import rates
+from dlma.generate.pairs import within_prompt_limit
 from dlma.generate.params import GenerateParams
 from dlma.generate.sampling import row_seed, sample_responses
 from dlma.lm.prompts import PromptsParams, encode_contexts
@@ -101,37 +102,35 @@ class Evaluation:
     details: dict
 
 
-def drop_long_prompts(prompts: pl.DataFrame, tokenizer, config: EvaluateConfig) -> tuple[pl.DataFrame, int]:
-    """Prompts whose bare context is over generate.max_prompt_tokens are skipped and counted."""
-    lengths = [len(ids) for ids in encode_contexts(tokenizer, config.prompts, prompts["prompt"].to_list(), "bare")]
-    keep = pl.Series([n <= config.generate.max_prompt_tokens for n in lengths])
-    kept = prompts.filter(keep)
-    if kept.height == 0:
-        raise DlmaError(f"every evaluation prompt is longer than generate.max_prompt_tokens={config.generate.max_prompt_tokens}")
-    if kept.height < prompts.height:
-        log.warning("evaluate: skipped %d prompt(s) over generate.max_prompt_tokens", prompts.height - kept.height)
-    return kept, prompts.height - kept.height
-
-
-def generate_answers(model, tokenizer, prompts: pl.DataFrame, config: EvaluateConfig) -> list[str]:
-    """Answers to the bare prompts; each prompt's random stream depends on its set and id
-    only, so base and aligned answers to a prompt are paired draws."""
+def bare_contexts(prompts: pl.DataFrame, tokenizer, config: EvaluateConfig) -> tuple[pl.DataFrame, list[list[int]], int]:
+    """The prompts within generate.max_prompt_tokens, their bare contexts (encoded once, for
+    both models), and how many were skipped for length."""
     contexts = encode_contexts(tokenizer, config.prompts, prompts["prompt"].to_list(), "bare")
-    seeds = [row_seed(config.generate.seed, f"{s}/{i}", "bare") for s, i in zip(prompts["set"], prompts["id"])]
-    return [s.text for s in sample_responses(model, tokenizer, contexts, config.generate, seeds=seeds)]
+    keep = within_prompt_limit(contexts, config.generate.max_prompt_tokens)
+    if not any(keep):
+        raise DlmaError(f"every evaluation prompt is longer than generate.max_prompt_tokens={config.generate.max_prompt_tokens}")
+    skipped = len(keep) - sum(keep)
+    if skipped:
+        log.warning("evaluate: skipped %d prompt(s) over generate.max_prompt_tokens", skipped)
+    return prompts.filter(pl.Series(keep)), [c for c, k in zip(contexts, keep) if k], skipped
 
 
-def answer_both(config: EvaluateConfig, inputs: EvaluateInputs, base_path: Path, tokenizer, prompts: pl.DataFrame) -> dict[str, list[str]]:
-    """Base and aligned answers with the same sampling params and seed. Generation runs in
-    the sampling dtype, judging in the scoring dtype: separate copies, since casting the
-    judge down and back would lose its precision."""
+def answer_both(config: EvaluateConfig, inputs: EvaluateInputs, base_path: Path, tokenizer, prompts: pl.DataFrame,
+                contexts: list[list[int]]) -> dict[str, list[str]]:
+    """Base and aligned answers with the same sampling params; each prompt's random stream
+    depends on its set and id only, so the two answers to a prompt are paired draws.
+    Generation runs in the sampling dtype, judging in the scoring dtype: separate copies,
+    since casting the judge down and back would lose its precision."""
     device = resolve_device(config.model.device)
     dtype = resolve_dtype(config.generate.dtype, device)
-    base_model = load_causal_lm(base_path, dtype=dtype, device=device)
-    answers = {"base": generate_answers(base_model, tokenizer, prompts, config)}
-    del base_model
+    seeds = [row_seed(config.generate.seed, f"{s}/{i}", "bare") for s, i in zip(prompts["set"], prompts["id"])]
+
+    def answer(model) -> list[str]:
+        return [s.text for s in sample_responses(model, tokenizer, contexts, config.generate, seeds=seeds)]
+
+    answers = {"base": answer(load_causal_lm(base_path, dtype=dtype, device=device))}
     aligned_model, _, _ = load_aligned(inputs.aligned, dtype=dtype, device=device)
-    answers["aligned"] = generate_answers(aligned_model, tokenizer, prompts, config)
+    answers["aligned"] = answer(aligned_model)
     return answers
 
 
@@ -141,9 +140,9 @@ def evaluate(config: EvaluateConfig, inputs: EvaluateInputs) -> Evaluation:
     identities = read_identities(inputs.sets)
     agreement, agreement_rows = agreement_results(judge_model, tokenizer, config.evaluate, config.prompts, config.score, identities)
     prompts, skipped_sets = prompt_sets(inputs.eval_prompts, config.evaluate, identities, config.prompts)
-    prompts, too_long = drop_long_prompts(prompts, tokenizer, config)
+    prompts, contexts, too_long = bare_contexts(prompts, tokenizer, config)
     queries = prompts["prompt"].to_list()
-    answers = answer_both(config, inputs, resolved.path, tokenizer, prompts)
+    answers = answer_both(config, inputs, resolved.path, tokenizer, prompts, contexts)
 
     context = JudgeContext(prompts=prompts, queries=queries, aligned=answers["aligned"], base=answers["base"],
                            judge_model=judge_model, tokenizer=tokenizer, params=config)
