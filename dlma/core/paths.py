@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 _EXPERIMENT_COPY = os.sep.join(["", ".dvc", "tmp", "exps", ""])
-_PATH_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".csv", ".parquet", ".gz", ".gguf")
+_PATH_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet", ".gz", ".gguf")
 
 
 def workspace_root(start: Path | None = None) -> Path:
@@ -40,9 +40,11 @@ def looks_like_path(source: str) -> bool:
 def resolve_source(source: str) -> str:
     """A data path from params, made to mean the same file in an experiment's copy as in
     the repository (see the module doc). Hub ids and absolute paths pass through."""
+    if not looks_like_path(source):
+        return source  # a hub id
     path = Path(source).expanduser()
-    if path.is_absolute() or not looks_like_path(source):
-        return str(path) if path.is_absolute() else source
+    if path.is_absolute():
+        return str(path)
     workspace = workspace_root()
     if (workspace / path).resolve().is_relative_to(workspace):
         return source

@@ -77,8 +77,9 @@ def prompt_sets(eval_prompts: Path, params: EvaluateParams, identities: dict, pr
     return prompts, skipped
 
 
-def agreement_sets(params: EvaluateParams, identities: dict | None = None) -> tuple[dict[str, pl.DataFrame], dict[str, dict]]:
-    """Each configured labelled set (capped at evaluate.limit rows), and the skipped ones
+def agreement_sets(params: EvaluateParams, identities: dict | None = None) -> tuple[dict[str, tuple[pl.DataFrame, int]], dict[str, dict]]:
+    """Each configured labelled set (capped at evaluate.limit rows) with its count of dropped
+    identical pairs, and the skipped ones
     with the reason. Pairs whose two answers are identical carry no label: they are
     dropped and counted; a set with none left is an error."""
     loaded, skipped = {}, {}
