@@ -31,12 +31,14 @@ def label_agreement(model, tokenizer, frame: pl.DataFrame, prompts: PromptsParam
     likelihood = (scored["logp_pos_given_pos"].to_numpy() > scored["logp_neg_given_pos"].to_numpy()).astype(float)
     judge = ab_judge(model, tokenizer, prompts.bare, template, tokens, frame["prompt"].to_list(),
                      frame["chosen"].to_list(), frame["rejected"].to_list(), batch_size=score.batch_size)
-    ab_correct = (judge["prob_chosen"] > 0.5).astype(float)
+    # A pick that flips with the order is no label: count only rows where both orders agree.
+    ab_correct = judge["picks_chosen_first_order"][judge["consistent"]].astype(float)
     shorter = (scored["n_tokens_pos"].to_numpy() < scored["n_tokens_neg"].to_numpy()).astype(float)
     summary = {
         "rows": frame.height,
         "contrastive": accuracy_summary(contrastive, samples=samples, seed=seed) | {"order_consistency": 1.0},
         "ab_judge": accuracy_summary(ab_correct, samples=samples, seed=seed) | {
+            "counted": int(ab_correct.size),
             "order_consistency": float(judge["consistent"].mean()),
             "prefers_a_both_orders": float(judge["prefers_a_both"].mean()),
             "answer_token_mass": float(judge["answer_mass"].mean()),
@@ -53,17 +55,19 @@ def label_agreement(model, tokenizer, frame: pl.DataFrame, prompts: PromptsParam
 
 
 def agreement_results(model, tokenizer, params: EvaluateParams, prompts: PromptsParams, score: ScoreParams,
-                      identities: dict | None = None) -> tuple[dict, list[pl.DataFrame]]:
+                      identities: dict | None = None) -> tuple[dict, list[pl.DataFrame], dict[str, pl.DataFrame]]:
     """label_agreement on every configured set, in params order; a missing optional set is
-    reported as skipped, identical pairs dropped and counted."""
+    reported as skipped, identical pairs dropped and counted. Also returns the sets, each
+    row with its pair (judges check themselves on them)."""
     loaded, skipped = agreement_sets(params, identities)
-    results, rows = {}, []
+    results, rows, labelled = {}, [], {}
     for spec in params.agreement_sets:
         if spec.name in skipped:
             results[spec.name] = skipped[spec.name]
             continue
         frame, identical = loaded[spec.name]
         frame = frame.with_columns(pl.Series("pair", pairs_of(prompts, frame["category"].to_list(), frame.height, spec.pair), dtype=pl.String))
+        labelled[spec.name] = frame
         summary, detail = label_agreement(
             model, tokenizer, frame, prompts, score, params.judge_prompt, params.judge_tokens,
             samples=params.bootstrap, seed=params.seed,
@@ -73,4 +77,4 @@ def agreement_results(model, tokenizer, params: EvaluateParams, prompts: Prompts
         results[spec.name] = summary
         rows.append(detail.with_columns(pl.lit(spec.name).alias("set")))
         log.info("agreement %s: %s", spec.name, summary)
-    return results, rows
+    return results, rows, labelled

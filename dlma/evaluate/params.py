@@ -9,6 +9,21 @@ from dlma.data.params import AgreementSet, PromptSet
 
 
 @dataclass(frozen=True)
+class ValidityParams:
+    """The least a judge must show to be informative; below any of them its verdicts are
+    shown as "not informative" and kept out of the headline."""
+
+    min_order_consistency: float  # A/B judges: share of rows where both orders pick the same answer
+    min_answer_token_mass: float  # A/B judges: mean probability on the two answer tokens
+    min_labelled_accuracy: float  # judges checked on the human-labelled sets: accuracy there
+
+    def __post_init__(self) -> None:
+        for name in ("min_order_consistency", "min_answer_token_mass", "min_labelled_accuracy"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise DlmaError(f"evaluate.validity.{name} must be in [0, 1], got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
 class EvaluateParams:
     limit: int | None
     seed: int
@@ -16,8 +31,10 @@ class EvaluateParams:
     judges: list[str]
     tie_margin: float
     reward_model: str
+    judge_model: str
     judge_prompt: str
     judge_tokens: list[str]
+    validity: ValidityParams
     agreement_sets: list[AgreementSet]
     prompt_sets: list[PromptSet]
 
@@ -30,7 +47,7 @@ class EvaluateParams:
         for name in self.judges:
             for key in JUDGES[name].needs_params:
                 if not getattr(self, key):
-                    raise DlmaError(f"evaluate.judges lists {name} but evaluate.{key} is empty; give a path or hub id")
+                    raise DlmaError(f"evaluate.judges lists {name} but evaluate.{key} is empty; give a path, .gguf file or hub id")
         for key in ("{q}", "{a}", "{b}"):
             if key not in self.judge_prompt:
                 raise DlmaError(f"evaluate.judge_prompt must contain {key}")

@@ -78,6 +78,20 @@ def _interval(summary: dict) -> str:
     return f"{_pct(summary['accuracy'])} [{_pct(summary['ci_low'])}, {_pct(summary['ci_high'])}]"
 
 
+def _signed(value: float) -> str:
+    return f"{100 * value:+.1f}pp"
+
+
+def headline_lines(headline: dict) -> list[str]:
+    """The verdict a reader takes away: only informative judges that are not the base model."""
+    if not headline["judges"]:
+        excluded = "; ".join(f"{name}: {why}" for name, why in headline.get("excluded", {}).items()) or "no comparing judge ran"
+        return [f"**Headline: none.** {headline['none_because']}. Excluded: {excluded}.", ""]
+    cells = [f"{name} net win {_signed(r['net'])} [{_signed(r['net_ci_low'])}, {_signed(r['net_ci_high'])}] over {r['n']} prompts"
+             for name, r in headline["judges"].items()]
+    return ["**Headline (informative, independent judges; 95% bootstrap over prompts):** " + "; ".join(cells) + ".", ""]
+
+
 def _value(value) -> str:
     if value is None:
         return "n/a"
@@ -104,15 +118,16 @@ def markdown_report(metrics: dict, details: dict, judges: dict, samples: pl.Data
     lines += [f"Model: `{details['base']}` aligned with `{details['model_dir']}` (pipeline version `{details['version']}`).", ""]
     lines += ["## Does the self-rewarding score agree with human labels?", ""]
     lines += ["Accuracy with a 95% bootstrap interval; chance is 50%. The judge is the base model.", ""]
-    lines += ["| set | rows | contrastive score | A/B judge | likelihood under p+ | A/B order consistency | A/B says \"A\" in both orders | A/B mass on answer tokens | chosen is shorter |",
+    lines += ["| set | rows | contrastive score | A/B judge, where both orders agree | likelihood under p+ | A/B order consistency | A/B says \"A\" in both orders | A/B mass on answer tokens | chosen is shorter |",
               "|---|---|---|---|---|---|---|---|---|"]
     for name, result in metrics["agreement"].items():
         if "skipped" in result:
             lines.append(f"| {name} | skipped: {result['skipped']} | | | | | | | |")
             continue
         ab = result["ab_judge"]
+        ab_cell = f"{_interval(ab)} (n={ab['counted']})" if ab["counted"] else "no row (n=0)"
         lines.append(
-            f"| {name} | {result['rows']} | {_interval(result['contrastive'])} | {_interval(ab)} | {_interval(result['likelihood'])} "
+            f"| {name} | {result['rows']} | {_interval(result['contrastive'])} | {ab_cell} | {_interval(result['likelihood'])} "
             f"| {_pct(ab['order_consistency'])} | {_pct(ab['prefers_a_both_orders'])} | {_pct(ab['answer_token_mass'])} | {_pct(result['chosen_is_shorter'])} |"
         )
     lines += ["", "An A/B judge with low order consistency, a strong preference for \"A\" or little mass on the "
@@ -120,13 +135,19 @@ def markdown_report(metrics: dict, details: dict, judges: dict, samples: pl.Data
               "rewarding length.", ""]
     lines += ["## Aligned versus base", "", f"Prompts: {details['eval_prompts']} (held-out split and extra sets; skipped sets: {details['skipped_prompt_sets'] or 'none'}; "
               f"prompts over generate.max_prompt_tokens skipped: {details.get('skipped_long_prompts', 0)}).", ""]
-    lines += ["| judge | what it is | win | tie | lose | n | validity |", "|---|---|---|---|---|---|---|"]
+    lines += headline_lines(metrics["headline"])
+    lines += ["| judge | what it is | win [95% CI] | tie | lose | net win (win - lose) [95% CI] | n | validity | informative |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for name, result in judges.items():
         if result.verdicts is None:
             continue
         r = metrics["win_rate"][name]
         validity = ", ".join(f"{k.replace('_', ' ')} {_value(v)}" for k, v in result.validity.items()) or "n/a"
-        lines.append(f"| {name} | {details['judges'][name]} | {_pct(r['win'])} | {_pct(r['tie'])} | {_pct(r['lose'])} | {r['n']} | {validity} |")
+        status = ("yes" if r["independent"] else "self-judge: never the headline") if r["informative"] else \
+            "**not informative**: " + "; ".join(r["not_informative_because"])
+        lines.append(f"| {name} | {details['judges'][name]} | {_pct(r['win'])} [{_pct(r['win_ci_low'])}, {_pct(r['win_ci_high'])}] "
+                     f"| {_pct(r['tie'])} | {_pct(r['lose'])} | {_signed(r['net'])} [{_signed(r['net_ci_low'])}, {_signed(r['net_ci_high'])}] "
+                     f"| {r['n']} | {validity} | {status} |")
     lines += [""]
     for name, result in judges.items():
         for section, values in result.metrics.items():

@@ -23,7 +23,8 @@ from dlma.evaluate.judges import JUDGES, JudgeContext, JudgeResult, run_judges
 from dlma.evaluate.params import EvaluateParams
 from dlma.evaluate.quality import quality_guards
 from dlma.evaluate.sets import prompt_sets, read_identities
-from dlma.evaluate.stats import rates
+from dlma.evaluate.stats import verdict_summary
+from dlma.evaluate.validity import failed_checks, headline
 from dlma.generate.pairs import within_prompt_limit
 from dlma.generate.params import GenerateParams
 from dlma.generate.sampling import row_seed, sample_responses
@@ -134,22 +135,32 @@ def answer_both(config: EvaluateConfig, inputs: EvaluateInputs, base_path: Path,
     return answers
 
 
+def judged_summary(name: str, result: JudgeResult, params: EvaluateParams) -> dict:
+    """A comparing judge's win / tie / lose with intervals, and whether it is informative."""
+    reasons = failed_checks(result.validity, params.validity)
+    return verdict_summary(result.verdicts, samples=params.bootstrap, seed=params.seed) | {
+        "independent": JUDGES[name].independent, "informative": not reasons, "not_informative_because": reasons,
+    }
+
+
 def evaluate(config: EvaluateConfig, inputs: EvaluateInputs) -> Evaluation:
     card = read_card(inputs.aligned)
     judge_model, tokenizer, resolved = load_checked(config.model, inputs.model_id, config.score.dtype, config.score.attn_implementation)
     identities = read_identities(inputs.sets)
-    agreement, agreement_rows = agreement_results(judge_model, tokenizer, config.evaluate, config.prompts, config.score, identities)
+    agreement, agreement_rows, labelled = agreement_results(judge_model, tokenizer, config.evaluate, config.prompts, config.score,
+                                                            identities)
     prompts, skipped_sets = prompt_sets(inputs.eval_prompts, config.evaluate, identities, config.prompts)
     prompts, contexts, too_long = bare_contexts(prompts, tokenizer, config)
     queries = prompts["prompt"].to_list()
     answers = answer_both(config, inputs, resolved.path, tokenizer, prompts, contexts)
 
     context = JudgeContext(prompts=prompts, queries=queries, aligned=answers["aligned"], base=answers["base"],
-                           judge_model=judge_model, tokenizer=tokenizer, params=config)
+                           judge_model=judge_model, tokenizer=tokenizer, params=config, labelled=labelled)
     judged = run_judges(config.evaluate.judges, context)
     perplexity, text = quality_guards(judge_model, tokenizer, config.prompts, queries, answers,
                                       batch_size=config.score.batch_size, bare_logps=context.shared.get("bare_logps"))
-    metrics = {"agreement": agreement, "win_rate": {n: rates(r.verdicts) for n, r in judged.items() if r.verdicts is not None}}
+    win_rates = {name: judged_summary(name, result, config.evaluate) for name, result in judged.items() if result.verdicts is not None}
+    metrics = {"headline": headline(win_rates), "agreement": agreement, "win_rate": win_rates}
     for result in judged.values():
         metrics.update(result.metrics)
     metrics |= {"perplexity": perplexity, "text": text}

@@ -9,7 +9,7 @@ import numpy as np
 
 
 def bootstrap_interval(correct: np.ndarray, *, samples: int = 1000, seed: int = 0) -> tuple[float, float]:
-    """95% percentile-bootstrap interval of the mean of per-row scores in [0, 1]."""
+    """95% percentile-bootstrap interval of the mean of per-row values."""
     correct = np.asarray(correct, dtype=np.float64)
     if correct.size == 0:
         return float("nan"), float("nan")
@@ -19,9 +19,24 @@ def bootstrap_interval(correct: np.ndarray, *, samples: int = 1000, seed: int = 
     return float(low), float(high)
 
 
+def paired_difference(first: np.ndarray, second: np.ndarray, *, samples: int = 1000, seed: int = 0) -> dict:
+    """Mean of first - second over paired rows (the same prompt or pair measured two ways),
+    with a 95% percentile-bootstrap interval that resamples rows, keeping each pair
+    together: the interval of the difference, not two separate intervals."""
+    first, second = np.asarray(first, dtype=np.float64), np.asarray(second, dtype=np.float64)
+    if first.shape != second.shape:
+        raise ValueError(f"paired arrays differ in shape: {first.shape} vs {second.shape}")
+    if first.size == 0:
+        return {"difference": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"), "n": 0}
+    differences = first - second
+    low, high = bootstrap_interval(differences, samples=samples, seed=seed)
+    return {"difference": float(differences.mean()), "ci_low": low, "ci_high": high, "n": int(first.size)}
+
+
 def accuracy_summary(correct: np.ndarray, *, samples: int, seed: int) -> dict:
     low, high = bootstrap_interval(correct, samples=samples, seed=seed)
-    return {"accuracy": float(np.mean(correct)), "ci_low": low, "ci_high": high}
+    accuracy = float(np.mean(correct)) if np.size(correct) else float("nan")  # nothing counted: no accuracy
+    return {"accuracy": accuracy, "ci_low": low, "ci_high": high}
 
 
 def verdict_from_margin(margin: float, tie_margin: float) -> str:
@@ -52,6 +67,18 @@ def rates(verdicts: list[str]) -> dict:
     counts = Counter(verdicts)
     total = max(len(verdicts), 1)
     return {k: counts.get(k, 0) / total for k in ("win", "tie", "lose")} | {"n": len(verdicts)}
+
+
+def verdict_summary(verdicts: list[str], *, samples: int, seed: int) -> dict:
+    """win / tie / lose shares plus the net win (win - lose, in [-1, 1]) with 95% bootstrap
+    intervals over prompts. Each verdict already pairs the two models' answers to one prompt,
+    so resampling prompts is the paired bootstrap of the comparison."""
+    signed = np.array([{"win": 1.0, "tie": 0.0, "lose": -1.0}[v] for v in verdicts])
+    win_low, win_high = bootstrap_interval(signed == 1.0, samples=samples, seed=seed)
+    net_low, net_high = bootstrap_interval(signed, samples=samples, seed=seed)
+    return rates(verdicts) | {"win_ci_low": win_low, "win_ci_high": win_high,
+                              "net": float(signed.mean()) if signed.size else float("nan"),
+                              "net_ci_low": net_low, "net_ci_high": net_high}
 
 
 def distinct_n(texts: list[str], n: int) -> float:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -57,15 +58,21 @@ def test_agreement_counts_match_independent_count(judge, shared_data):
         pa1, pb1 = independent_ab(model, tokenizer, row["prompt"], row["chosen"], row["rejected"])
         pa2, pb2 = independent_ab(model, tokenizer, row["prompt"], row["rejected"], row["chosen"])
         first, swapped = pa1 / (pa1 + pb1), pb2 / (pa2 + pb2)
-        ab_right += (first + swapped) / 2 > 0.5
-        consistent += (first > 0.5) == (swapped > 0.5)
+        # Counted only where both orders pick the same answer.
+        agrees = (first > 0.5) == (swapped > 0.5)
+        consistent += agrees
+        ab_right += agrees and first > 0.5
 
     assert summary["rows"] == 8 and rows.height == 8
     assert summary["contrastive"]["accuracy"] == contrastive / 8
     assert summary["likelihood"]["accuracy"] == likelihood / 8
-    assert summary["ab_judge"]["accuracy"] == ab_right / 8
+    assert summary["ab_judge"]["counted"] == consistent
     assert summary["ab_judge"]["order_consistency"] == consistent / 8
-    for method in ("contrastive", "likelihood", "ab_judge"):
+    if consistent:
+        assert summary["ab_judge"]["accuracy"] == ab_right / consistent
+    else:
+        assert np.isnan(summary["ab_judge"]["accuracy"])
+    for method in ("contrastive", "likelihood"):
         assert summary[method]["ci_low"] <= summary[method]["accuracy"] <= summary[method]["ci_high"]
 
 
@@ -103,7 +110,7 @@ def test_agreement_set_with_missing_fields(tmp_path, judge, monkeypatch):
     with pytest.raises(DlmaError, match="agreement set 'p' .* has no chosen/rejected fields"):
         agreement(model, tokenizer, params, PROMPTS, shipped(ScoreParams, "score"))
     missing = load_section(EvaluateParams, "evaluate", write_evaluate(tmp_path, agreement_sets=[pair_set("gone", "nowhere/x.jsonl", True)]))
-    results, _ = agreement(model, tokenizer, missing, PROMPTS, shipped(ScoreParams, "score"))
+    results, _, _ = agreement(model, tokenizer, missing, PROMPTS, shipped(ScoreParams, "score"))
     assert results == {"gone": {"skipped": "nowhere/x.jsonl not found"}}
     required = load_section(EvaluateParams, "evaluate", write_evaluate(tmp_path, agreement_sets=[pair_set("gone", "nowhere/x.jsonl")]))
     with pytest.raises(DlmaError, match=r"evaluation set 'gone': nowhere/x.jsonl not found.*optional: true"):
@@ -120,5 +127,6 @@ def test_identical_pairs_carry_no_label(tmp_path, judge):
         agreement_results(model, tokenizer, params, PROMPTS, shipped(ScoreParams, "score"))
     rows.append({"prompt": "q3", "chosen": "good", "rejected": "bad"})
     same.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    results, detail = agreement_results(model, tokenizer, params, PROMPTS, shipped(ScoreParams, "score"))
+    results, detail, labelled = agreement_results(model, tokenizer, params, PROMPTS, shipped(ScoreParams, "score"))
     assert results["same"]["rows"] == 1 and results["same"]["dropped_identical_pairs"] == 2 and detail[0].height == 1
+    assert labelled["same"]["chosen"].to_list() == ["good"] and labelled["same"]["pair"].to_list() == ["x"]

@@ -96,6 +96,54 @@ def test_reward_model_judge(tmp_path, tiny_model_dir):
         reward_model_scores(str(tmp_path / "missing"), queries, answers)
 
 
+def test_judge_model_is_an_independent_two_order_judge_that_checks_itself(tiny_lm, tiny_model_dir):
+    from dlma.model import ModelParams
+    from tests.evaluate.test_agreement import TEMPLATE, independent_ab
+
+    model, tokenizer = tiny_lm
+    ctx = context(tiny_lm, judge_model=str(tiny_model_dir), judge_prompt=TEMPLATE)
+    ctx.params.model = ModelParams(base=str(tiny_model_dir), device="cpu", trust_remote_code=False)
+    ctx.labelled = {"mine": pl.DataFrame({"prompt": ["q1", "q2", "q3"], "chosen": ["Yes, gladly.", "Sure.", "Ok"],
+                                          "rejected": ["No.", "Go away, idiot.", "Never"]})}
+    result = run_judges(["judge_model"], ctx)["judge_model"]
+    assert JUDGES["judge_model"].independent and not JUDGES["ab_judge"].independent
+
+    def picks(q, first, second):  # P(first better) when shown first, and when shown second
+        pa1, pb1 = independent_ab(model, tokenizer, q, first, second)
+        pa2, pb2 = independent_ab(model, tokenizer, q, second, first)
+        return pa1 / (pa1 + pb1) > 0.5, pb2 / (pa2 + pb2) > 0.5
+
+    expected, consistent = [], 0
+    for q, a, b in zip(QUERIES, ALIGNED, BASE):
+        first, swapped = picks(q, a, b)
+        expected.append("win" if first and swapped else "lose" if not first and not swapped else "tie")
+        consistent += first == swapped
+    assert result.verdicts == expected
+    assert result.validity["order_consistency"] == pytest.approx(consistent / 3)
+    labelled = [picks(q, c, r) for q, c, r in zip(*ctx.labelled["mine"].select("prompt", "chosen", "rejected").to_dict(as_series=False).values())]
+    counted = [f for f, s in labelled if f == s]
+    assert result.validity["labelled_counted"] == pytest.approx(len(counted) / 3)
+    if counted:
+        assert result.validity["labelled_accuracy"] == pytest.approx(sum(counted) / len(counted))
+
+
+def test_validity_thresholds_and_the_headline():
+    from dlma.evaluate.params import ValidityParams
+    from dlma.evaluate.validity import failed_checks, headline
+
+    thresholds = ValidityParams(min_order_consistency=0.6, min_answer_token_mass=0.5, min_labelled_accuracy=0.55)
+    assert failed_checks({"order_consistency": 0.6, "answer_token_mass": 0.5, "prefers_a_both_orders": 1.0}, thresholds) == []
+    assert failed_checks({"order_consistency": 0.0, "answer_token_mass": 0.01}, thresholds) == [
+        "order consistency 0.0 < 0.6", "answer token mass 0.01 < 0.5"]
+    assert failed_checks({"labelled_accuracy": float("nan")}, thresholds) == ["labelled accuracy nan < 0.55"]
+    row = {"net": 0.1, "net_ci_low": -0.1, "net_ci_high": 0.3, "win": 0.4, "tie": 0.3, "lose": 0.3, "n": 10}
+    rates = {"self": row | {"informative": True, "independent": False, "not_informative_because": []},
+             "rm": row | {"informative": False, "independent": True, "not_informative_because": ["labelled accuracy 0.5 < 0.55"]}}
+    assert headline(rates)["judges"] == {} and headline(rates)["excluded"] == {"self": "self-judge", "rm": "labelled accuracy 0.5 < 0.55"}
+    rates["rm"] |= {"informative": True, "not_informative_because": []}
+    assert headline(rates) == {"judges": {"rm": row}}
+
+
 def test_a_judge_that_needs_a_param_says_which(tmp_path):
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
     raw["evaluate"]["judges"] = ["reward_model"]
@@ -140,17 +188,23 @@ def test_a_judge_registered_in_a_test_reaches_metrics_and_report(tmp_path, tiny_
         result = CliRunner().invoke(app, args)
         assert result.exit_code == 0, (args[0], result.output)
 
-    @register("longer_answer", description="throwaway: the longer answer wins")
+    @register("coin", description="throwaway: flips with the order", independent=True)
+    def coin(ctx: JudgeContext) -> JudgeResult:
+        return JudgeResult(verdicts=["win"] * len(ctx.queries), validity={"order_consistency": 0.2, "answer_token_mass": 0.9})
+
+    @register("longer_answer", description="throwaway: the longer answer wins", independent=True)
     def longer_answer(ctx: JudgeContext) -> JudgeResult:
         verdicts = [verdict_from_margin(len(a) - len(b), 0) for a, b in zip(ctx.aligned, ctx.base)]
         return JudgeResult(verdicts=verdicts, columns={"length_gap": [len(a) - len(b) for a, b in zip(ctx.aligned, ctx.base)]},
                            metrics={"answer_chars": {"aligned": {"mean": float(np.mean([len(a) for a in ctx.aligned]))}}},
                            validity={"always_valid": 1.0})
 
+    params["evaluate"]["judges"] = ["refusal", "longer_answer", "coin", "self_contrast"]
+    Path("params.yaml").write_text(yaml.safe_dump(params))
     try:
         result = CliRunner().invoke(app, EVALUATE)
     finally:
-        del JUDGES["longer_answer"]
+        del JUDGES["longer_answer"], JUDGES["coin"]
     assert result.exit_code == 0, result.output
     metrics = json.loads(Path("reports/metrics.json").read_text())
     samples = pl.read_parquet("reports/samples.parquet")
@@ -159,7 +213,20 @@ def test_a_judge_registered_in_a_test_reaches_metrics_and_report(tmp_path, tiny_
     wins = sum(g > 0 for g in gaps) / len(gaps)
     assert metrics["win_rate"]["longer_answer"]["win"] == pytest.approx(wins)
     assert metrics["answer_chars"]["aligned"]["mean"] == pytest.approx(np.mean([len(a) for a in samples["answer_aligned"]]))
-    assert "self_contrast" not in metrics["win_rate"] and "refusal_rate" in metrics
+    assert "refusal" not in metrics["win_rate"] and "refusal_rate" in metrics
+    # Intervals over prompts, and only informative, independent judges in the headline: the
+    # coin fails its order-consistency threshold, self_contrast is the base model itself.
+    signed = [1 if g > 0 else -1 if g < 0 else 0 for g in gaps]
+    assert metrics["win_rate"]["longer_answer"]["net"] == pytest.approx(np.mean(signed))
+    assert metrics["win_rate"]["longer_answer"]["net_ci_low"] <= np.mean(signed) <= metrics["win_rate"]["longer_answer"]["net_ci_high"]
+    assert list(metrics["headline"]["judges"]) == ["longer_answer"]
+    assert metrics["win_rate"]["coin"]["informative"] is False
+    assert metrics["win_rate"]["coin"]["not_informative_because"] == ["order consistency 0.2 < 0.6"]
+    assert metrics["win_rate"]["self_contrast"]["informative"] and not metrics["win_rate"]["self_contrast"]["independent"]
     report = Path("reports/report.md").read_text()
     assert "| longer_answer | throwaway: the longer answer wins |" in report and "always valid 100.0%" in report
+    assert "**not informative**: order consistency 0.2 < 0.6" in report
+    assert "self-judge: never the headline" in report
+    assert "**Headline (informative, independent judges; 95% bootstrap over prompts):** longer_answer net win" in report
+    assert "coin net win" not in report
     assert "### longer_answer: answer chars" in report

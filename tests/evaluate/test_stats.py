@@ -8,10 +8,12 @@ import pytest
 from dlma.evaluate.stats import (
     bootstrap_interval,
     distinct_n,
+    paired_difference,
     perplexity,
     rates,
     verdict_from_margin,
     verdict_from_two_orders,
+    verdict_summary,
 )
 from dlma.lm.ab_judge import ab_judge_summary
 
@@ -53,6 +55,39 @@ def test_bootstrap_interval_brackets_the_mean():
     low, high = bootstrap_interval(correct, samples=2000, seed=1)
     assert low < 0.75 < high and 0.55 < low and high < 0.9
     assert bootstrap_interval(correct, samples=2000, seed=1) == (low, high)
+
+
+def test_paired_difference_resamples_pairs_together():
+    rng = np.random.default_rng(3)
+    shared = rng.normal(size=60)  # a per-row effect both measurements share
+    first, second = shared + 0.3 + 0.1 * rng.normal(size=60), shared + 0.1 * rng.normal(size=60)
+    result = paired_difference(first, second, samples=500, seed=7)
+    # Independent computation: a loop over bootstrap draws, each row index taking both values.
+    draws = np.random.default_rng(7).integers(0, 60, size=(500, 60))
+    means = sorted(float(np.mean([first[i] - second[i] for i in row])) for row in draws)
+    assert result["difference"] == pytest.approx(float(np.mean(first - second)))
+    assert result["ci_low"] == pytest.approx(np.percentile(means, 2.5))
+    assert result["ci_high"] == pytest.approx(np.percentile(means, 97.5))
+    assert result["n"] == 60
+    # Pairing removes the shared effect: the interval excludes 0 and is far narrower than
+    # the one of two independent resamples would be.
+    assert 0 < result["ci_low"] < 0.3 < result["ci_high"]
+    assert result["ci_high"] - result["ci_low"] < 0.2
+    with pytest.raises(ValueError, match="shape"):
+        paired_difference(first, second[:-1])
+
+
+def test_verdict_summary_net_win_with_interval():
+    verdicts = ["win"] * 12 + ["tie"] * 5 + ["lose"] * 3
+    summary = verdict_summary(verdicts, samples=400, seed=2)
+    assert (summary["win"], summary["tie"], summary["lose"], summary["n"]) == (0.6, 0.25, 0.15, 20)
+    assert summary["net"] == pytest.approx(0.45)
+    draws = np.random.default_rng(2).integers(0, 20, size=(400, 20))
+    signed = np.array([1] * 12 + [0] * 5 + [-1] * 3)
+    means = [signed[row].mean() for row in draws]
+    assert summary["net_ci_low"] == pytest.approx(np.percentile(means, 2.5))
+    assert summary["net_ci_high"] == pytest.approx(np.percentile(means, 97.5))
+    assert summary["win_ci_low"] < 0.6 < summary["win_ci_high"]
 
 
 def test_text_statistics():

@@ -26,6 +26,9 @@ class JudgeContext:
     judge_model: Any  # the base model in the scoring dtype (a self-judge)
     tokenizer: Any
     params: Any  # the stage's params bundle (evaluate, prompts, score, model)
+    # human-labelled pair sets by name (id, prompt, chosen, rejected, pair): a judge checks
+    # itself on them and reports its accuracy as validity
+    labelled: dict[str, pl.DataFrame] = field(default_factory=dict)
     shared: dict = field(default_factory=dict)  # passes one judge leaves for others (e.g. log-probs)
 
 
@@ -47,15 +50,16 @@ class Judge:
     name: str
     run: Callable[[JudgeContext], JudgeResult]
     description: str
-    needs_params: tuple[str, ...] = ()  # evaluate.* keys that must be set for it to run
+    needs_params: tuple[str, ...]  # evaluate.* keys that must be set for it to run
+    independent: bool  # not the base model grading its own fine-tune: may make the headline
 
 
 JUDGES: dict[str, Judge] = {}
 
 
-def register(name: str, *, description: str, needs_params: tuple[str, ...] = ()):
+def register(name: str, *, description: str, needs_params: tuple[str, ...] = (), independent: bool = False):
     def add(run: Callable[[JudgeContext], JudgeResult]):
-        JUDGES[name] = Judge(name=name, run=run, description=description, needs_params=needs_params)
+        JUDGES[name] = Judge(name=name, run=run, description=description, needs_params=needs_params, independent=independent)
         return run
 
     return add

@@ -34,13 +34,22 @@ def reward_model_scores(path: str, queries, answers, *, batch_size: int = 8, tru
     return np.array(scores)
 
 
-@register("reward_model", description="reward model (evaluate.reward_model)", needs_params=("reward_model",))
+@register("reward_model", description="independent: a reward model (evaluate.reward_model)", needs_params=("reward_model",),
+          independent=True)
 def reward_model(context: JudgeContext) -> JudgeResult:
     p = context.params
     trust = p.model.trust_remote_code
-    reward_aligned = reward_model_scores(p.evaluate.reward_model, context.queries, context.aligned, trust_remote_code=trust)
-    reward_base = reward_model_scores(p.evaluate.reward_model, context.queries, context.base, trust_remote_code=trust)
+
+    def rewards(queries, answers) -> np.ndarray:
+        return reward_model_scores(p.evaluate.reward_model, queries, answers, trust_remote_code=trust)
+
+    reward_aligned, reward_base = rewards(context.queries, context.aligned), rewards(context.queries, context.base)
+    # Validity: does it prefer the human-chosen answer on the labelled sets?
+    right = [rewards(f["prompt"].to_list(), f["chosen"].to_list()) > rewards(f["prompt"].to_list(), f["rejected"].to_list())
+             for f in context.labelled.values()]
+    labelled = np.concatenate(right) if right else np.array([])
     return JudgeResult(
         verdicts=[verdict_from_margin(a - b, 0.0) for a, b in zip(reward_aligned, reward_base)],
         columns={"reward_aligned": reward_aligned.tolist(), "reward_base": reward_base.tolist()},
+        validity={"labelled_accuracy": float(labelled.mean()) if labelled.size else float("nan"), "labelled_pairs": labelled.size},
     )
