@@ -22,6 +22,7 @@ import torch
 from dlma.core.config import DTypeName
 from dlma.core.errors import DlmaError
 from dlma.core.hashing import file_sha256
+from dlma.core.parallel import local_rank, world_size
 
 log = logging.getLogger(__name__)
 
@@ -215,11 +216,13 @@ def _resolve_hub_id(repo_id: str) -> tuple[Path, str]:
 
 
 def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """In a multi-process run (torchrun / accelerate launch) `auto` and `cuda` mean each
+    process's own GPU, cuda:LOCAL_RANK."""
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise DlmaError(f"model.device is '{name}' but CUDA is not available; use 'auto' or 'cpu'")
-    return torch.device(name)
+    if name in ("auto", "cuda") and torch.cuda.is_available():
+        return torch.device(f"cuda:{local_rank()}" if world_size() > 1 else "cuda")
+    return torch.device("cpu" if name == "auto" else name)
 
 
 def cpu_has_bf16() -> bool:

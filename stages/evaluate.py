@@ -18,6 +18,7 @@ from pathlib import Path
 
 import typer
 
+from dlma.core.parallel import is_main_process
 from dlma.core.stage import stage_entry
 from dlma.evaluate.run import (
     EvaluateConfig,
@@ -56,7 +57,9 @@ def main(
     outputs = EvaluateOutputs(metrics, samples, agreement_samples, report, score_hist, win_rate,
                               figure_score_hist, figure_win_rate, figure_train_curve)
     evaluation = evaluate(config, inputs)
-    write_outputs(evaluation, inputs, outputs)
+    write_outputs(evaluation, inputs, outputs)  # the main process writes (dlma.core.io)
+    if not is_main_process():  # in a multi-process run only the main process logs
+        return
     run_id = log_evaluation(evaluation, outputs, config.tracking)
     log.info("evaluation logged to MLflow run %s", run_id)
     log.info("win rates: %s; perplexity: %s", evaluation.metrics["win_rate"], evaluation.metrics["perplexity"])

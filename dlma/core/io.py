@@ -17,10 +17,20 @@ from typing import Any, Iterator
 
 import polars as pl
 
+from dlma.core.parallel import is_main_process
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; on success move it onto `path`, else delete it."""
+    """Yield a temporary path beside `path`; on success move it onto `path`, else delete it.
+
+    In a multi-process run (dlma.core.parallel) only the main process writes: every
+    process holds the gathered results, the others' copies are written to a scratch file
+    and dropped, so no two processes race for one output."""
+    if not is_main_process():
+        with tempfile.TemporaryDirectory(prefix="dlma-not-main-") as scratch:
+            yield Path(scratch) / Path(path).name
+        return
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)

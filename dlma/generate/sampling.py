@@ -23,6 +23,7 @@ from transformers import (
     TopPLogitsWarper,
 )
 
+from dlma.core.parallel import is_main_process, map_batches, rows_of_this_process
 from dlma.generate.params import GenerateParams
 from dlma.lm.logprobs import left_pad
 
@@ -82,17 +83,17 @@ def sample_responses(
     model, tokenizer, contexts: list[list[int]], params: GenerateParams, *, seeds: list[int], desc: str = "generate"
 ) -> list[Sample]:
     """Sample one response per context, the i-th from its own stream `seeds[i]`. Batches
-    are formed in order of context length so that little padding is computed; results come
-    back in the input order."""
+    are formed in order of context length so that little padding is computed (and dealt to
+    the processes of a multi-process run); results come back in the input order."""
     if len(seeds) != len(contexts):
         raise ValueError("one seed per context")
     eos_ids = _eos_ids(model, tokenizer)
     order = sorted(range(len(contexts)), key=lambda i: (len(contexts[i]), i))
+    batches = [order[start:start + params.batch_size] for start in range(0, len(order), params.batch_size)]
     results: list[Sample | None] = [None] * len(contexts)
     device = next(model.parameters()).device
-    with tqdm(total=len(contexts), desc=desc, unit="resp") as bar:
-        for start in range(0, len(order), params.batch_size):
-            chunk = order[start:start + params.batch_size]
+    with tqdm(total=rows_of_this_process(batches), desc=desc, unit="resp", disable=not is_main_process()) as bar:
+        def run(chunk: list[int]) -> list[Sample]:
             batch = left_pad([contexts[i] for i in chunk], tokenizer.pad_token_id)
             output = model.generate(
                 input_ids=batch.input_ids.to(device),
@@ -104,10 +105,17 @@ def sample_responses(
                 pad_token_id=tokenizer.pad_token_id,
                 eos_token_id=sorted(eos_ids),
             )
-            new_tokens = output[:, batch.input_ids.shape[1]:].tolist()
-            for index, tokens in zip(chunk, new_tokens):
+            samples = []
+            for tokens in output[:, batch.input_ids.shape[1]:].tolist():
                 kept, finish = _cut_at_eos(tokens, eos_ids)
                 text = tokenizer.decode(kept, skip_special_tokens=True).strip()
-                results[index] = Sample(text=text, finish=finish, n_tokens=len(kept), token_ids=tuple(kept))
+                samples.append(Sample(text=text, finish=finish, n_tokens=len(kept), token_ids=tuple(kept)))
             bar.update(len(chunk))
+            return samples
+
+        # With several processes (torchrun / accelerate launch) each runs its share of the
+        # batches; every process gets all results back.
+        for chunk, samples in map_batches(batches, run):
+            for index, sample in zip(chunk, samples):
+                results[index] = sample
     return results  # type: ignore[return-value]

@@ -10,6 +10,7 @@ import torch
 from tqdm.auto import tqdm
 
 from dlma.core.errors import DlmaError
+from dlma.core.parallel import is_main_process, map_batches, rows_of_this_process
 from dlma.lm.logprobs import left_pad
 from dlma.lm.prompts import bare_messages, bare_uses_chat, encode_chat, encode_text
 
@@ -30,14 +31,19 @@ def next_token_probs(model, tokenizer, contexts: list[list[int]], token_ids: lis
     device = next(model.parameters()).device
     out = np.zeros((len(contexts), len(token_ids)))
     order = sorted(range(len(contexts)), key=lambda i: len(contexts[i]))
-    for start in tqdm(range(0, len(order), batch_size), desc="ab-judge", unit="batch"):
-        chunk = order[start:start + batch_size]
-        batch = left_pad([contexts[i] for i in chunk], tokenizer.pad_token_id)
-        logits = model(
-            input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device),
-            position_ids=batch.position_ids.to(device), logits_to_keep=1, use_cache=False,
-        ).logits[:, -1].float()
-        out[chunk] = torch.softmax(logits, dim=-1)[:, token_ids].double().cpu().numpy()
+    batches = [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+    with tqdm(total=rows_of_this_process(batches), desc="ab-judge", unit="row", disable=not is_main_process()) as bar:
+        def run(chunk: list[int]) -> np.ndarray:
+            batch = left_pad([contexts[i] for i in chunk], tokenizer.pad_token_id)
+            logits = model(
+                input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device),
+                position_ids=batch.position_ids.to(device), logits_to_keep=1, use_cache=False,
+            ).logits[:, -1].float()
+            bar.update(len(chunk))
+            return torch.softmax(logits, dim=-1)[:, token_ids].double().cpu().numpy()
+
+        for chunk, probs in map_batches(batches, run):  # each process runs its share of the batches
+            out[chunk] = probs
     return out
 
 

@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from dlma.core.parallel import is_main_process, map_batches, rows_of_this_process
+
 
 @dataclass(frozen=True)
 class PaddedBatch:
@@ -112,11 +114,14 @@ def response_logprobs(
     if any(len(r) == 0 for _, r in pairs):
         raise ValueError("every response needs at least one token (EOS is always appended)")
     order = sorted(range(len(pairs)), key=lambda i: (len(pairs[i][0]) + len(pairs[i][1]), i))
+    batches = [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
     result = np.zeros(len(pairs), dtype=np.float64)
-    with tqdm(total=len(pairs), desc=desc, unit="seq") as bar:
-        for start in range(0, len(order), batch_size):
-            chunk = order[start:start + batch_size]
+    with tqdm(total=rows_of_this_process(batches), desc=desc, unit="seq", disable=not is_main_process()) as bar:
+        def run(chunk: list[int]) -> np.ndarray:
             batch = pad_pairs([pairs[i] for i in chunk], pad_id, padding_side)
-            result[chunk] = batch_logprobs(model, batch).numpy()
             bar.update(len(chunk))
+            return batch_logprobs(model, batch).numpy()
+
+        for chunk, logps in map_batches(batches, run):  # each process runs its share of the batches
+            result[chunk] = logps
     return result

@@ -1,0 +1,69 @@
+"""Start a model stage on one process or many: `run.processes` and `run.launcher` in
+params.yaml decide, so `dvc exp run -S run.processes=8` is all a user changes on an
+8-GPU machine.
+
+    python -m dlma.core.launch --params params.yaml -- stages.generate --prompts ...
+
+- 1 process: `python -m <stage> ...`, as before;
+- torchrun: `torchrun --standalone --nproc_per_node N -m <stage> ...` (gloo on CPU, NCCL on
+  GPU; works everywhere, and is what the tests use);
+- accelerate: `accelerate launch --num_processes N [--config_file run.accelerate_config]
+  -m <stage> ...`, for the FSDP / DeepSpeed configs in configs/accelerate/ (GPU).
+The stages deal their batches over the processes (dlma.core.parallel).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from dlma.core.config import load_section
+from dlma.core.errors import DlmaError
+
+
+@dataclass(frozen=True)
+class RunParams:
+    processes: int
+    launcher: Literal["torchrun", "accelerate"]
+    accelerate_config: str
+
+    def __post_init__(self) -> None:
+        if self.processes < 1:
+            raise DlmaError(f"run.processes must be >= 1, got {self.processes}")
+        if self.accelerate_config and self.launcher != "accelerate":
+            raise DlmaError("run.accelerate_config is set but run.launcher is not accelerate")
+
+
+def command(params: RunParams, module: str, args: list[str]) -> list[str]:
+    """The command line that runs `module` with `args` as `params` say."""
+    if params.processes == 1:
+        return [sys.executable, "-m", module, *args]
+    if params.launcher == "torchrun":
+        return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={params.processes}",
+                "-m", module, *args]
+    config = ["--config_file", params.accelerate_config] if params.accelerate_config else ["--multi_gpu"]
+    return [sys.executable, "-m", "accelerate.commands.launch", *config, f"--num_processes={params.processes}",
+            "-m", module, *args]
+
+
+def main(argv: list[str]) -> None:
+    usage = "usage: python -m dlma.core.launch [--params params.yaml] -- <stage module> [args...]"
+    params_file = Path("params.yaml")
+    if argv[:1] == ["--params"]:
+        params_file, argv = Path(argv[1]), argv[2:]
+    if argv[:1] != ["--"] or len(argv) < 2:
+        sys.exit(usage)
+    try:
+        params = load_section(RunParams, "run", params_file)
+    except DlmaError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    cmd = command(params, argv[1], argv[2:])
+    os.execv(cmd[0], cmd)  # the stage's exit code is this command's
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
