@@ -3,6 +3,8 @@
     python -m stages.train --preferences data/preferences.parquet --model-id data/model.json \
         --out models/dlma --report reports/train.json --curve reports/plots/train.csv
 
+Under `run.processes` > 1 it trains data-parallel (DDP through the Trainer); the global
+batch is processes x train.batch_size x gradient_accumulation_steps.
 Checkpoints go to models/checkpoints/<version>/ (not a DVC output, so a killed run
 resumes there on the next `dvc repro`); everything is logged to the repository's MLflow
 store in one run per pipeline version, and the model is registered there.
@@ -23,6 +25,7 @@ from dlma.core.config import flatten, load_section, read_params_file
 from dlma.core.errors import DlmaError
 from dlma.core.hashing import file_sha256
 from dlma.core.io import write_csv, write_json
+from dlma.core.parallel import is_main_process
 from dlma.core.paths import repository_root
 from dlma.core.stage import stage_entry
 from dlma.generate.params import GenerateParams
@@ -76,15 +79,24 @@ def main(
     root = repository_root()
     version = store.version_id({"model": resolved.sha256, "preferences": file_sha256(preferences),
                                 "train": params.__dict__, "bare": [prompt_params.bare, prompt_params.bare_tag]})
+    device = resolve_device(model_params.device)
+    card = {"base": model_params.base, "base_sha256": resolved.sha256, "peft": params.peft, "bare": prompt_params.bare,
+            "bare_tag": prompt_params.bare_tag, "version": version, "generate": dataclasses.asdict(generate_params)}
+    if not is_main_process():
+        # Data-parallel run (DDP, FSDP, ZeRO): every process trains its share of each global
+        # batch and joins the final metrics and the model save; only the main process logs
+        # to MLflow and writes the model, the reports and the registry.
+        trainer, _, _ = train(model, tokenizer, rows, params, checkpoints / version, device)
+        final_metrics(trainer)
+        save_model(trainer, tokenizer, card, out, MODEL_CARD)
+        return
     experiment_id = store.configure(tracking_params, root)
     with store.start_version_run(experiment_id, version, f"dlma-{version[:8]}", {"dlma.stage": "train", **store.run_tags(root)}) as run:
         mlflow.log_params({k: str(v)[:500] for k, v in flatten(read_params_file(params_file)).items()})
         mlflow.log_input(mlflow.data.from_polars(frame.select("id", "prompt", "chosen", "rejected", "margin"),
                                                  source=str(preferences), name="preferences"), context="training")
-        trainer, summary, timings = train(model, tokenizer, rows, params, checkpoints / version, resolve_device(model_params.device))
+        trainer, summary, timings = train(model, tokenizer, rows, params, checkpoints / version, device)
         summary |= final_metrics(trainer) | data_report | {"version": version}
-        card = {"base": model_params.base, "base_sha256": resolved.sha256, "peft": params.peft, "bare": prompt_params.bare,
-                "bare_tag": prompt_params.bare_tag, "version": version, "generate": dataclasses.asdict(generate_params)}
         save_model(trainer, tokenizer, card, out, MODEL_CARD)
         write_csv(pl.DataFrame(curve_rows(trainer.state.log_history), infer_schema_length=None), curve)
         write_json(summary, report)

@@ -15,6 +15,8 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
+from dlma.core.errors import DlmaError
+from dlma.core.parallel import is_main_process, world_size
 from dlma.train.loss import dpo_logratio_difference
 from dlma.train.params import TrainParams
 from dlma.train.trainer import (
@@ -32,12 +34,23 @@ CURVE_KEYS = (
 )
 
 
+def per_process_batch(batch_size: int, processes: int) -> int:
+    """train.batch_size is the batch of one step over all processes, so `run.processes`
+    changes where the work runs, never what is computed (HF's per-device batch would grow
+    the global batch with the process count)."""
+    if batch_size % processes:
+        raise DlmaError(f"train.batch_size={batch_size} must be a multiple of run.processes={processes}: "
+                        "it is the batch of one step over all processes")
+    return batch_size // processes
+
+
 def trainer_config(params: TrainParams, output_dir: Path, device: torch.device) -> MarginDPOConfig:
     """Every train param, loss params included, goes to the trainer through this config."""
+    per_process = per_process_batch(params.batch_size, world_size())
     return MarginDPOConfig(
         output_dir=str(output_dir),
-        per_device_train_batch_size=params.batch_size,
-        per_device_eval_batch_size=params.batch_size,
+        per_device_train_batch_size=per_process,
+        per_device_eval_batch_size=per_process,
         gradient_accumulation_steps=params.gradient_accumulation_steps,
         learning_rate=params.learning_rate,
         optim=params.optimizer,
@@ -155,15 +168,19 @@ def train(model, tokenizer, rows: list[dict], params: TrainParams, checkpoint_di
 
 @torch.no_grad()
 def final_metrics(trainer: MarginDPOTrainer) -> dict:
-    """Loss, reward margin and accuracy over the whole training set with the final weights."""
+    """Loss, reward margin and accuracy over the whole training set with the final weights.
+    In a multi-process run every process must call it: each runs its shard through the
+    wrapped model (a sharded FSDP / ZeRO model needs all of them) and gather_for_metrics
+    brings every pair, once, to every process."""
     trainer.model.eval()
     losses, accuracies, margins, count = 0.0, 0.0, 0.0, 0
     for batch in trainer.get_train_dataloader():
         inputs = trainer._prepare_inputs(batch)
-        logps = sequence_logps(trainer.model, inputs)
+        logps = sequence_logps(trainer.model_wrapped, inputs)
         pair_losses, chosen, rejected = trainer.per_pair_loss(inputs, logps)
         delta = dpo_logratio_difference(chosen, rejected, inputs["ref_chosen_logps"], inputs["ref_rejected_logps"])
-        reward_margin = trainer.args.beta * delta
+        # Drops the pairs accelerate repeated to even out the processes' last batches.
+        pair_losses, reward_margin = trainer.accelerator.gather_for_metrics((pair_losses, trainer.args.beta * delta))
         losses += float(pair_losses.sum())
         accuracies += float((reward_margin > 0).sum())
         margins += float(reward_margin.sum())
@@ -171,12 +188,23 @@ def final_metrics(trainer: MarginDPOTrainer) -> dict:
     return {"final_loss": losses / count, "reward_accuracy": accuracies / count, "reward_margin": margins / count, "pairs": count}
 
 
+def sharded(trainer) -> bool:
+    """FSDP / DeepSpeed ZeRO: no process holds the whole model."""
+    return bool(getattr(trainer, "is_fsdp_enabled", False) or getattr(trainer, "is_deepspeed_enabled", False))
+
+
 def save_model(trainer, tokenizer, card: dict, out: Path, card_name: str) -> None:
     """Write adapter (or full model), tokenizer and card to `out` atomically: a crash
-    never leaves a half-written model for DVC to cache."""
+    never leaves a half-written model for DVC to cache. Every process calls it; a sharded
+    model is gathered by the Trainer (all processes), and only the main process writes."""
     tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    trainer.model.save_pretrained(tmp, safe_serialization=True)
+    if sharded(trainer):
+        trainer.save_model(str(tmp))  # collective; the Trainer writes on the main process only
+    if not is_main_process():
+        return
+    if not sharded(trainer):
+        shutil.rmtree(tmp, ignore_errors=True)
+        trainer.model.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
     _sort_adapter_config(tmp / "adapter_config.json")
     (tmp / card_name).write_text(json.dumps(card, indent=2) + "\n")

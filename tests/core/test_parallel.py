@@ -74,3 +74,50 @@ def test_two_processes_write_the_table_one_process_writes(tmp_path, tiny_model_d
         assert outputs[2][name] == outputs[1][name], f"{name} differs between 1 and 2 processes"
     leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
     assert leftovers == [], leftovers  # no temporary file of a second writer left behind
+
+
+def test_two_process_ddp_training_follows_the_one_process_curve(tmp_path, tiny_model_dir, monkeypatch):
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["model"]["base"] = str(tiny_model_dir)
+    params["data"].update({"source": str(REPO / "data" / "prompts.jsonl"), "limit": 10})
+    params["generate"].update({"max_new_tokens": 6, "batch_size": 8})
+    # 8 pairs, global batch 4: 2 full steps. (A last partial batch would differ: accelerate
+    # evens out the processes' shares by repeating pairs from the start.) No checkpoint.
+    # No dropout: its masks come from each process's own random stream, as in any DDP run.
+    params["train"].update({"batch_size": 4, "max_steps": -1, "warmup_steps": 0, "save_steps": 100, "lora_dropout": 0.0})
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    (tmp_path / ".dvc").mkdir()  # the repository root for the MLflow store
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    for args in (["model", "--out", "model.json"],
+                 ["prepare", "--train", "train.parquet", "--eval", "eval.parquet", "--report", "prepare.json"],
+                 ["generate", "--prompts", "train.parquet", "--model-id", "model.json", "--out", "gen.parquet", "--report", "g.json"],
+                 ["score", "--generated", "gen.parquet", "--model-id", "model.json", "--out", "scored.parquet", "--report", "s.json"],
+                 ["filter", "--scored", "scored.parquet", "--out", "prefs.parquet", "--report", "f.json"]):
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 0, result.output
+    import polars as pl
+
+    curves = {}
+    for processes in (1, 2):
+        run_stage(tmp_path, processes, "stages.train", "--preferences", "prefs.parquet", "--model-id", "model.json",
+                  "--out", f"models/p{processes}", "--report", f"train{processes}.json", "--curve", f"curve{processes}.csv")
+        curves[processes] = pl.read_csv(tmp_path / f"curve{processes}.csv")
+    assert curves[1]["step"].to_list() == curves[2]["step"].to_list() == [1, 2]
+    # The same global batches (the distributed sampler deals each batch of 4 over the two
+    # processes) and gradients averaged over them: the same curve up to float32 rounding.
+    # (The per-batch rewards/logps columns are the main process's half of a batch.)
+    for column in ("loss", "grad_norm"):
+        assert curves[2][column].to_list() == pytest.approx(curves[1][column].to_list(), rel=1e-4, abs=1e-5), column
+    assert (tmp_path / "models" / "p2" / "adapter_model.safetensors").is_file()
+    # Final metrics: every pair once, gathered from both processes.
+    import json
+
+    final = {p: json.loads((tmp_path / f"train{p}.json").read_text()) for p in (1, 2)}
+    assert final[1]["pairs"] == final[2]["pairs"] == 8
+    for key in ("final_loss", "reward_accuracy", "reward_margin"):
+        assert final[2][key] == pytest.approx(final[1][key], rel=1e-4, abs=1e-6), key
+    with pytest.raises(DlmaError, match="multiple of run.processes=3"):
+        from dlma.train.run import per_process_batch
+
+        per_process_batch(4, 3)
