@@ -121,3 +121,18 @@ def test_two_process_ddp_training_follows_the_one_process_curve(tmp_path, tiny_m
         from dlma.train.run import per_process_batch
 
         per_process_batch(4, 3)
+
+
+@pytest.mark.parametrize("name, kind", [("ddp", "MULTI_GPU"), ("fsdp", "FSDP"), ("zero3", "DEEPSPEED")])
+def test_shipped_accelerate_configs_load(name, kind):
+    import json
+
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    config = load_config_from_file(str(REPO / "configs" / "accelerate" / f"{name}.yaml"))
+    assert config.distributed_type.value == kind and config.mixed_precision == "no"  # precision is train.dtype's
+    if name == "fsdp":
+        assert config.fsdp_config["fsdp_state_dict_type"] == "FULL_STATE_DICT"  # one ordinary model is saved
+    if name == "zero3":
+        file = json.loads((REPO / config.deepspeed_config["deepspeed_config_file"]).read_text())
+        assert file["zero_optimization"]["stage"] == 3 and file["train_micro_batch_size_per_gpu"] == "auto"
