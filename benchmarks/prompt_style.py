@@ -82,26 +82,36 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=200)
     parser.add_argument("--bootstrap", type=int, default=2000)
     parser.add_argument("--skip-generation", action="store_true")
+    parser.add_argument("--skip-agreement", action="store_true")
+    parser.add_argument("--styles", default=",".join(STYLES), help="comma-separated styles to measure")
+    parser.add_argument("--system-suffix", default="", help="a sentence appended to every pair's system_pos and system_neg")
     parser.add_argument("--out", default="reports/prompt_style.json")
     args = parser.parse_args()
     base_prompts = load_section(PromptsParams, "prompts")
+    if args.system_suffix:  # e.g. a length instruction shared by p+ and p- (the contrast is unchanged)
+        base_prompts = replace(base_prompts, pairs={
+            name: replace(pair, system_pos=f"{pair.system_pos} {args.system_suffix}", system_neg=f"{pair.system_neg} {args.system_suffix}")
+            for name, pair in base_prompts.pairs.items()})
+    styles = args.styles.split(",")
     score = load_section(ScoreParams, "score")
     gen = replace(load_section(GenerateParams, "generate"), max_new_tokens=args.max_new_tokens)
     model_params = load_section(ModelParams, "model")
     result: dict = {"threads": torch.get_num_threads(), "score_dtype": score.dtype, "generate_dtype": gen.dtype,
-                    "agreement": {}, "completion": {}}
+                    "system_suffix": args.system_suffix, "agreement": {}, "completion": {}}
 
     model, tokenizer, _ = load_for_stage(model_params, score.dtype, score.attn_implementation)
     correct: dict[str, dict[str, np.ndarray]] = {}
-    for name, frame in labelled_sets(args.hh_rows, base_prompts).items():
+    for name, frame in ({} if args.skip_agreement else labelled_sets(args.hh_rows, base_prompts)).items():
         correct[name] = {}
-        for style in STYLES:
+        for style in styles:
             started = time.perf_counter()
             correct[name][style] = agreement(model, tokenizer, frame, replace(base_prompts, style=style), score)
             summary = accuracy_summary(correct[name][style], samples=args.bootstrap, seed=0)
             print(f"agreement {name:12s} {style:6s} {summary['accuracy']:.3f} [{summary['ci_low']:.3f}, {summary['ci_high']:.3f}] "
                   f"n={frame.height} ({time.perf_counter() - started:.0f} s)", flush=True)
             result["agreement"].setdefault(name, {"rows": frame.height})[style] = summary
+        if len(styles) < 2:
+            continue
         difference = paired_difference(correct[name]["system"], correct[name]["tag"], samples=args.bootstrap, seed=0)
         result["agreement"][name]["system_minus_tag"] = difference
         print(f"agreement {name:12s} system - tag {difference['difference']:+.3f} [{difference['ci_low']:+.3f}, {difference['ci_high']:+.3f}]")
@@ -111,7 +121,7 @@ def main() -> None:
         model, tokenizer, _ = load_for_stage(model_params, gen.dtype)
         train = pl.read_parquet("data/prompts_train.parquet").head(args.prompts)
         limits = sorted({64, 128, args.max_new_tokens} & set(range(args.max_new_tokens + 1)))
-        for style in STYLES:
+        for style in styles:
             started = time.perf_counter()
             shares = completion(model, tokenizer, replace(base_prompts, style=style), gen, train, limits)
             result["completion"][style] = shares | {"prompts": train.height, "seconds": time.perf_counter() - started}
