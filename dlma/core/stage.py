@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import resource
 import sys
 import time
 
@@ -37,7 +38,9 @@ def stage_entry(func):
         except DlmaError as exc:
             print(f"error: {exc}", file=sys.stderr)
             raise typer.Exit(code=2) from None
-        log.info("done in %.1f s", time.perf_counter() - started)
+        # Peak resident memory of this process (ru_maxrss is in KiB on Linux).
+        log.info("done in %.1f s, peak RSS %.2f GiB", time.perf_counter() - started,
+                 resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
         return result
 
     return wrapper

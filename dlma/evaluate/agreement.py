@@ -10,7 +10,7 @@ import polars as pl
 
 from dlma.evaluate.params import EvaluateParams
 from dlma.evaluate.sets import agreement_sets
-from dlma.evaluate.stats import accuracy_summary
+from dlma.evaluate.stats import accuracy_summary, paired_difference
 from dlma.lm.ab_judge import ab_judge
 from dlma.lm.prompts import PromptsParams, pairs_of
 from dlma.score.contrastive import score_table
@@ -44,6 +44,8 @@ def label_agreement(model, tokenizer, frame: pl.DataFrame, prompts: PromptsParam
             "answer_token_mass": float(judge["answer_mass"].mean()),
         },
         "likelihood": accuracy_summary(likelihood, samples=samples, seed=seed),
+        # Paired: the same pairs judged by both labellers, so the interval is of the difference.
+        "contrastive_minus_likelihood": paired_difference(contrastive, likelihood, samples=samples, seed=seed),
         "chosen_is_shorter": float(shorter.mean()),
     }
     rows = frame.select("id", "prompt", "chosen", "rejected").with_columns(

@@ -82,12 +82,16 @@ def _signed(value: float) -> str:
     return f"{100 * value:+.1f}pp"
 
 
+def _difference(summary: dict) -> str:
+    return f"{_signed(summary['difference'])} [{_signed(summary['ci_low'])}, {_signed(summary['ci_high'])}]"
+
+
 def headline_lines(headline: dict) -> list[str]:
     """The verdict a reader takes away: only informative judges that are not the base model."""
     if not headline["judges"]:
         excluded = "; ".join(f"{name}: {why}" for name, why in headline.get("excluded", {}).items()) or "no comparing judge ran"
         return [f"**Headline: none.** {headline['none_because']}. Excluded: {excluded}.", ""]
-    cells = [f"{name} net win {_signed(r['net'])} [{_signed(r['net_ci_low'])}, {_signed(r['net_ci_high'])}] over {r['n']} prompts"
+    cells = [f"{name} net win {_difference({'difference': r['net'], 'ci_low': r['net_ci_low'], 'ci_high': r['net_ci_high']})} over {r['n']} prompts"
              for name, r in headline["judges"].items()]
     return ["**Headline (informative, independent judges; 95% bootstrap over prompts):** " + "; ".join(cells) + ".", ""]
 
@@ -118,17 +122,17 @@ def markdown_report(metrics: dict, details: dict, judges: dict, samples: pl.Data
     lines += [f"Model: `{details['base']}` aligned with `{details['model_dir']}` (pipeline version `{details['version']}`).", ""]
     lines += ["## Does the self-rewarding score agree with human labels?", ""]
     lines += ["Accuracy with a 95% bootstrap interval; chance is 50%. The judge is the base model.", ""]
-    lines += ["| set | rows | contrastive score | A/B judge, where both orders agree | likelihood under p+ | A/B order consistency | A/B says \"A\" in both orders | A/B mass on answer tokens | chosen is shorter |",
-              "|---|---|---|---|---|---|---|---|---|"]
+    lines += ["| set | rows | contrastive score | A/B judge, where both orders agree | likelihood under p+ | contrastive - likelihood (paired) | A/B order consistency | A/B says \"A\" in both orders | A/B mass on answer tokens | chosen is shorter |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for name, result in metrics["agreement"].items():
         if "skipped" in result:
-            lines.append(f"| {name} | skipped: {result['skipped']} | | | | | | | |")
+            lines.append(f"| {name} | skipped: {result['skipped']} | | | | | | | | |")
             continue
         ab = result["ab_judge"]
         ab_cell = f"{_interval(ab)} (n={ab['counted']})" if ab["counted"] else "no row (n=0)"
         lines.append(
             f"| {name} | {result['rows']} | {_interval(result['contrastive'])} | {ab_cell} | {_interval(result['likelihood'])} "
-            f"| {_pct(ab['order_consistency'])} | {_pct(ab['prefers_a_both_orders'])} | {_pct(ab['answer_token_mass'])} | {_pct(result['chosen_is_shorter'])} |"
+            f"| {_difference(result['contrastive_minus_likelihood'])} | {_pct(ab['order_consistency'])} | {_pct(ab['prefers_a_both_orders'])} | {_pct(ab['answer_token_mass'])} | {_pct(result['chosen_is_shorter'])} |"
         )
     lines += ["", "An A/B judge with low order consistency, a strong preference for \"A\" or little mass on the "
               "answer tokens is not judging; a likelihood baseline near the \"chosen is shorter\" share is mostly "

@@ -72,6 +72,9 @@ def test_agreement_counts_match_independent_count(judge, shared_data):
         assert summary["ab_judge"]["accuracy"] == ab_right / consistent
     else:
         assert np.isnan(summary["ab_judge"]["accuracy"])
+    diff = summary["contrastive_minus_likelihood"]
+    assert diff["difference"] == pytest.approx((contrastive - likelihood) / 8) and diff["n"] == 8
+    assert diff["ci_low"] <= diff["difference"] <= diff["ci_high"]
     for method in ("contrastive", "likelihood"):
         assert summary[method]["ci_low"] <= summary[method]["accuracy"] <= summary[method]["ci_high"]
 
