@@ -120,6 +120,13 @@ def markdown_report(metrics: dict, details: dict, judges: dict, samples: pl.Data
     """The report; `judges` maps each judge that ran to its JudgeResult, rendered whatever it holds."""
     lines = ["# DLMA evaluation report", ""]
     lines += [f"Model: `{details['base']}` aligned with `{details['model_dir']}` (pipeline version `{details['version']}`).", ""]
+    data = metrics["training_data"]
+    by_pair = ", ".join(f"{name} {count}" for name, count in data["pairs_by_contrastive_pair"].items())
+    lines += ["## What it was trained from", "",
+              f"Prompt format: `{data['style']}` for p+ / p-, bare prompt x `{data['bare']}`. Generated pairs: {data['pairs']} "
+              f"({by_pair}). Answers the model ended itself (EOS; the others were cut at generate.max_new_tokens and are "
+              f"trained without an EOS): {_pct(data['complete_responses_share'])} of all, {_pct(data['complete_pos_share'])} "
+              f"under p+, {_pct(data['complete_neg_share'])} under p-; pairs complete on both sides: {_pct(data['complete_pairs_share'])}.", ""]
     lines += ["## Does the self-rewarding score agree with human labels?", ""]
     lines += ["Accuracy with a 95% bootstrap interval; chance is 50%. The judge is the base model.", ""]
     lines += ["| set | rows | contrastive score | A/B judge, where both orders agree | likelihood under p+ | contrastive - likelihood (paired) | A/B order consistency | A/B says \"A\" in both orders | A/B mass on answer tokens | chosen is shorter |",

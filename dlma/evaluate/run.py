@@ -135,6 +135,17 @@ def answer_both(config: EvaluateConfig, inputs: EvaluateInputs, base_path: Path,
     return answers
 
 
+def training_data(scored: pl.DataFrame, prompts: PromptsParams) -> dict:
+    """What the aligned model was trained from: the prompt format, and the generated pairs'
+    share of answers the model ended itself (EOS) and pairs per contrastive pair."""
+    ended_pos, ended_neg = scored["finish_pos"] == "eos", scored["finish_neg"] == "eos"
+    return {"style": prompts.style, "bare": prompts.bare, "pairs": scored.height,
+            "complete_responses_share": float((ended_pos.sum() + ended_neg.sum()) / (2 * scored.height)),
+            "complete_pos_share": float(ended_pos.mean()), "complete_neg_share": float(ended_neg.mean()),
+            "complete_pairs_share": float((ended_pos & ended_neg).mean()),
+            "pairs_by_contrastive_pair": dict(sorted(scored.group_by("pair").len().iter_rows()))}
+
+
 def judged_summary(name: str, result: JudgeResult, params: EvaluateParams) -> dict:
     """A comparing judge's win / tie / lose with intervals, and whether it is informative."""
     reasons = failed_checks(result.validity, params.validity)
@@ -160,7 +171,8 @@ def evaluate(config: EvaluateConfig, inputs: EvaluateInputs) -> Evaluation:
     perplexity, text = quality_guards(judge_model, tokenizer, config.prompts, queries, answers,
                                       batch_size=config.score.batch_size, bare_logps=context.shared.get("bare_logps"))
     win_rates = {name: judged_summary(name, result, config.evaluate) for name, result in judged.items() if result.verdicts is not None}
-    metrics = {"headline": headline(win_rates), "agreement": agreement, "win_rate": win_rates}
+    metrics = {"headline": headline(win_rates), "training_data": training_data(pl.read_parquet(inputs.scored), config.prompts),
+               "agreement": agreement, "win_rate": win_rates}
     for result in judged.values():
         metrics.update(result.metrics)
     metrics |= {"perplexity": perplexity, "text": text}

@@ -223,7 +223,13 @@ def test_a_judge_registered_in_a_test_reaches_metrics_and_report(tmp_path, tiny_
     assert metrics["win_rate"]["coin"]["informative"] is False
     assert metrics["win_rate"]["coin"]["not_informative_because"] == ["order consistency 0.2 < 0.6"]
     assert metrics["win_rate"]["self_contrast"]["informative"] and not metrics["win_rate"]["self_contrast"]["independent"]
+    scored = pl.read_parquet("scored.parquet")
+    ended = (scored["finish_pos"] == "eos").to_list() + (scored["finish_neg"] == "eos").to_list()
+    assert metrics["training_data"]["complete_responses_share"] == pytest.approx(sum(ended) / len(ended))
+    assert metrics["training_data"]["pairs"] == scored.height and metrics["training_data"]["style"] == params["prompts"]["style"]
+    assert sum(metrics["training_data"]["pairs_by_contrastive_pair"].values()) == scored.height
     report = Path("reports/report.md").read_text()
+    assert f"Prompt format: `{params['prompts']['style']}` for p+ / p-" in report
     assert "| longer_answer | throwaway: the longer answer wins |" in report and "always valid 100.0%" in report
     assert "**not informative**: order consistency 0.2 < 0.6" in report
     assert "self-judge: never the headline" in report
