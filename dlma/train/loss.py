@@ -40,3 +40,10 @@ def weighted_dpo_loss(
     the other way, as in the official code.
     """
     return margin.to(delta.dtype).clamp(margin_min, margin_max) * -F.logsigmoid(beta * delta)
+
+
+def sft_loss(chosen_logps: torch.Tensor, chosen_tokens: torch.Tensor) -> torch.Tensor:
+    """Context distillation (the paper's baseline): supervised fine-tuning on the p+ answers
+    given the bare prompt, no pairs. The token-mean negative log-likelihood over the batch,
+    as trl's SFTTrainer reduces it: -sum(log p(a1 | x)) / number of answer tokens. A scalar."""
+    return -chosen_logps.sum() / chosen_tokens.sum()

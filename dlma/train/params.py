@@ -11,7 +11,7 @@ from dlma.core.errors import DlmaError
 
 @dataclass(frozen=True)
 class TrainParams:
-    loss: Literal["margin", "weighted"]
+    loss: Literal["margin", "weighted", "sft"]
     beta: float
     margin_weight: float
     margin_min: float

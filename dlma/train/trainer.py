@@ -21,7 +21,7 @@ import torch
 from trl import DPOConfig, DPOTrainer
 
 from dlma.lm.logprobs import pad_pairs, response_token_index, summed_token_logprobs
-from dlma.train.loss import dpo_logratio_difference, margin_dpo_loss, weighted_dpo_loss
+from dlma.train.loss import dpo_logratio_difference, margin_dpo_loss, sft_loss, weighted_dpo_loss
 
 TOKENISED_COLUMNS = ["prompt_ids", "chosen_ids", "rejected_ids", "ref_chosen_logps", "ref_rejected_logps", "margin"]
 
@@ -70,7 +70,7 @@ class MarginDPOConfig(DPOConfig):
     """trl's DPOConfig (which carries `beta`) plus DLMA's margin terms. No defaults of
     their own: `dlma.train.run.trainer_config` fills every one from params.yaml."""
 
-    dlma_loss: str | None = field(default=None, metadata={"help": "margin | weighted"})
+    dlma_loss: str | None = field(default=None, metadata={"help": "margin | weighted | sft"})
     margin_weight: float | None = field(default=None, metadata={"help": "w in beta * (Delta - w * clamp(R))"})
     margin_min: float | None = field(default=None, metadata={"help": "lower clamp of R"})
     margin_max: float | None = field(default=None, metadata={"help": "upper clamp of R"})
@@ -98,12 +98,20 @@ class MarginDPOTrainer(DPOTrainer):
         if self._signature_columns is None:
             self._signature_columns = TOKENISED_COLUMNS
 
+    @staticmethod
+    def _answer_tokens(inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Tokens of each chosen answer (the first half of the batch's rows)."""
+        rows = inputs["input_ids"].shape[0]
+        return torch.bincount(inputs["row_index"], minlength=rows)[: rows // 2].to(torch.float64)
+
     def per_pair_loss(self, inputs: dict[str, torch.Tensor], logps: torch.Tensor):
         """Per-pair loss [B] and the policy's chosen / rejected log-probs."""
         args = self.args
         chosen_logps, rejected_logps = logps.chunk(2)
         delta = dpo_logratio_difference(chosen_logps, rejected_logps, inputs["ref_chosen_logps"], inputs["ref_rejected_logps"])
-        if args.dlma_loss == "weighted":
+        if args.dlma_loss == "sft":  # per pair: its answer's mean token NLL (the batch loss weights by tokens)
+            losses = -chosen_logps / self._answer_tokens(inputs)
+        elif args.dlma_loss == "weighted":
             losses = weighted_dpo_loss(delta, inputs["margin"], beta=args.beta, margin_min=args.margin_min, margin_max=args.margin_max)
         else:
             losses = margin_dpo_loss(
@@ -128,5 +136,8 @@ class MarginDPOTrainer(DPOTrainer):
         metrics["logps/chosen"].append(chosen_logps.detach().mean().item())
         metrics["logps/rejected"].append(rejected_logps.detach().mean().item())
         metrics["self_reward/margin"].append(inputs["margin"].mean().item())
-        loss = losses.mean().to(torch.float32)
+        if self.args.dlma_loss == "sft":
+            loss = sft_loss(chosen_logps, self._answer_tokens(inputs)).to(torch.float32)
+        else:
+            loss = losses.mean().to(torch.float32)
         return (loss, {"logps": logps}) if return_outputs else loss

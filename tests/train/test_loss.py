@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections import defaultdict
 
 import pytest
 import torch
@@ -70,3 +71,40 @@ def test_gradient_pushes_chosen_up():
     )
     loss.sum().backward()
     assert chosen.grad.item() < 0  # descending the loss raises log pi(chosen)
+
+
+def test_context_distillation_loss_is_the_sft_loss_on_the_p_plus_answers(tiny_model_dir):
+    """train.loss=sft: the trainer's loss on a batch equals the token-mean NLL of the chosen
+    (p+) answers given x, computed here from a plain forward pass with -100 labels."""
+    from types import SimpleNamespace
+
+    import torch.nn.functional as F
+
+    from dlma.model import load_causal_lm, load_tokenizer
+    from dlma.train.trainer import MarginDPOTrainer, MarginPreferenceCollator, sequence_logps
+
+    model = load_causal_lm(tiny_model_dir, dtype=torch.float32, device=torch.device("cpu"), attn_implementation="eager")
+    tokenizer = load_tokenizer(tiny_model_dir)
+    rows = [{"prompt_ids": tokenizer("Question one?")["input_ids"], "chosen_ids": tokenizer(" A good answer.")["input_ids"],
+             "rejected_ids": tokenizer(" Bad.")["input_ids"], "ref_chosen_logps": -5.0, "ref_rejected_logps": -3.0, "margin": 2.0},
+            {"prompt_ids": tokenizer("Two?")["input_ids"], "chosen_ids": tokenizer(" Yes, a much longer reply here.")["input_ids"],
+             "rejected_ids": tokenizer(" No")["input_ids"], "ref_chosen_logps": -9.0, "ref_rejected_logps": -1.0, "margin": -1.0}]
+    batch = MarginPreferenceCollator(tokenizer.pad_token_id)(rows)
+    trainer = SimpleNamespace(args=SimpleNamespace(dlma_loss="sft", beta=0.1), _metrics={"train": defaultdict(list)},
+                              _answer_tokens=MarginDPOTrainer._answer_tokens)
+    trainer.per_pair_loss = lambda inputs, logps: MarginDPOTrainer.per_pair_loss(trainer, inputs, logps)
+    with torch.no_grad():
+        loss = MarginDPOTrainer.compute_loss(trainer, model, batch)
+        per_pair, _, _ = trainer.per_pair_loss(batch, sequence_logps(model, batch))
+
+    nll, tokens = [], []
+    for row in rows:
+        ids = torch.tensor([row["prompt_ids"] + row["chosen_ids"]])
+        labels = ids.clone()
+        labels[0, : len(row["prompt_ids"])] = -100
+        with torch.no_grad():
+            logits = model(input_ids=ids).logits
+        nll.append(F.cross_entropy(logits[0, :-1], labels[0, 1:], ignore_index=-100, reduction="sum").item())
+        tokens.append(len(row["chosen_ids"]))
+    assert loss.item() == pytest.approx(sum(nll) / sum(tokens), rel=1e-4)
+    assert per_pair.tolist() == pytest.approx([n / t for n, t in zip(nll, tokens)], rel=1e-4)
