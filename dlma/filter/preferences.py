@@ -26,6 +26,8 @@ def build_preferences(scored: pl.DataFrame, params: FilterParams, source: str = 
         raise DlmaError(f"'{source}': field 'score' is NaN in row id={nan_rows['id'][0]!r} ({nan_rows.height} rows)")
 
     rules: list[tuple[str, pl.Expr]] = []
+    if "labelled" in scored.columns:  # a labeller that could not label a pair (RLAIF: the orders disagree)
+        rules.append(("unlabelled", ~pl.col("labelled")))
     if params.max_prompt_words is not None:
         rules.append(("long_prompt", pl.col("prompt").str.split(" ").list.len() > params.max_prompt_words))
     if params.drop_empty:

@@ -19,12 +19,17 @@ def within_prompt_limit(contexts: list[list[int]], limit: int) -> list[bool]:
 
 
 def generate_pairs(model, tokenizer, frame: pl.DataFrame, prompts: PromptsParams, params: GenerateParams) -> tuple[pl.DataFrame, dict]:
-    """Sample the pair of every prompt. Prompts whose context is over generate.max_prompt_tokens
+    """Sample the pair of every prompt: under p+ and p- (generate.pairs_from: contrastive),
+    or twice from the bare prompt (bare, for RLAIF), each answer from its own seeded
+    stream. Prompts whose context is over generate.max_prompt_tokens
     are skipped and counted (one 100 KB prompt would otherwise take gigabytes of memory)."""
     queries = frame["prompt"].to_list()
     pairs = pairs_of(prompts, frame["category"].to_list(), frame.height)  # each prompt's category picks its pair
-    context_pos = encode_contexts(tokenizer, prompts, queries, "pos", pairs)
-    context_neg = encode_contexts(tokenizer, prompts, queries, "neg", pairs)
+    if params.pairs_from == "bare":  # RLAIF: two independent samples from x, labelled later by a judge
+        context_pos = context_neg = encode_contexts(tokenizer, prompts, queries, "bare")
+    else:
+        context_pos = encode_contexts(tokenizer, prompts, queries, "pos", pairs)
+        context_neg = encode_contexts(tokenizer, prompts, queries, "neg", pairs)
     keep = [a and b for a, b in zip(within_prompt_limit(context_pos, params.max_prompt_tokens),
                                      within_prompt_limit(context_neg, params.max_prompt_tokens))]
     skipped = len(keep) - sum(keep)

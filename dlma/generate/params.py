@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from dlma.core.config import DTypeName
 from dlma.core.errors import DlmaError
@@ -10,6 +11,7 @@ from dlma.core.errors import DlmaError
 
 @dataclass(frozen=True)
 class GenerateParams:
+    pairs_from: Literal["contrastive", "bare"]
     max_new_tokens: int
     max_prompt_tokens: int
     temperature: float

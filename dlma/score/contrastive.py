@@ -45,6 +45,27 @@ def scored_responses(tokenizer, frame: pl.DataFrame, side: str) -> list[list[int
     return [encode_response(tokenizer, text) for text in frame[f"response_{side}"].to_list()]
 
 
+def summed_logprobs(model, tokenizer, frame: pl.DataFrame, params: ScoreParams,
+                    jobs: dict[str, object]) -> dict[str, np.ndarray]:
+    """Each job's (context, response) pairs, one per row, as summed log-probs. One pass
+    over all kinds of sequence: sorting them together by length packs batches better than
+    a pass per kind would."""
+    pairs: list[tuple[list[int], list[int]]] = []
+    for name, items in jobs.items():
+        for row, (context, response) in enumerate(items):
+            if len(context) + len(response) > params.max_length:
+                raise DlmaError(
+                    f"row id={frame['id'][row]!r}: {name} needs {len(context) + len(response)} tokens, "
+                    f"over score.max_length={params.max_length}; raise it or cap prompts (filter.max_prompt_words, data.limit)"
+                )
+            pairs.append((context, response))
+    logps = response_logprobs(
+        model, pairs, pad_id=tokenizer.pad_token_id, batch_size=params.batch_size,
+        padding_side=params.padding_side,
+    ).reshape(len(jobs), frame.height)
+    return dict(zip(jobs, logps))
+
+
 def score_table(
     model, tokenizer, frame: pl.DataFrame, prompts: PromptsParams, params: ScoreParams, *, with_reference: bool = True
 ) -> pl.DataFrame:
@@ -72,22 +93,7 @@ def score_table(
         context_bare = encode_contexts(tokenizer, prompts, queries, "bare")
         jobs["ref_logp_pos"] = zip(context_bare, response_pos)
         jobs["ref_logp_neg"] = zip(context_bare, response_neg)
-    pairs: list[tuple[list[int], list[int]]] = []
-    for name, items in jobs.items():
-        for row, (context, response) in enumerate(items):
-            if len(context) + len(response) > params.max_length:
-                raise DlmaError(
-                    f"row id={frame['id'][row]!r}: {name} needs {len(context) + len(response)} tokens, "
-                    f"over score.max_length={params.max_length}; raise it or cap prompts (filter.max_prompt_words, data.limit)"
-                )
-            pairs.append((context, response))
-    # One pass over all kinds of sequence: sorting them together by length packs
-    # batches better than six separate passes would.
-    logps = response_logprobs(
-        model, pairs, pad_id=tokenizer.pad_token_id, batch_size=params.batch_size,
-        padding_side=params.padding_side,
-    ).reshape(len(jobs), frame.height)
-    columns = dict(zip(jobs, logps))
+    columns = summed_logprobs(model, tokenizer, frame, params, jobs)
     columns["score"] = contrastive_score(
         columns["logp_pos_given_pos"], columns["logp_pos_given_neg"],
         columns["logp_neg_given_pos"], columns["logp_neg_given_neg"],

@@ -5,17 +5,21 @@ returns it with at least a float column `score` (> 0: response_pos is the better
 the filter stage turns it into the pair's `margin`) and the reference log-probs
 `ref_logp_pos` / `ref_logp_neg` (each response given the bare query, which training uses).
 Adding a labeller is one function here (or in its own module) plus its `register` line.
+A labeller may also write a boolean `labelled`: rows where it is False carry no preference
+(an A/B judge whose pick flips with the order) and the filter drops and counts them.
 """
 
 from __future__ import annotations
 
 from typing import Callable, Protocol
 
+import numpy as np
 import polars as pl
 
 from dlma.core.tables import require_table
-from dlma.lm.prompts import PromptsParams
-from dlma.score.contrastive import score_table
+from dlma.lm.ab_judge import ab_judge
+from dlma.lm.prompts import PromptsParams, encode_contexts
+from dlma.score.contrastive import score_table, scored_responses, summed_logprobs
 from dlma.score.params import ScoreParams
 
 GENERATED_COLUMNS = ("id", "prompt", "response_pos", "response_neg")
@@ -53,3 +57,36 @@ def label(name: str, model, tokenizer, frame: pl.DataFrame, prompts: PromptsPara
 def contrastive(model, tokenizer, frame, prompts, params):
     """DLMA's self-rewarding score: the model's own log-probs under p+ and p-."""
     return score_table(model, tokenizer, frame, prompts, params)
+
+
+def two_order_labels(picks_pos_first: np.ndarray, picks_pos_swapped: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(score, labelled) of A/B verdicts in both orders: +1 when response_pos is picked in
+    both, -1 when response_neg is; a pick that flips with the order is no label (0, False)."""
+    first, swapped = np.asarray(picks_pos_first, dtype=bool), np.asarray(picks_pos_swapped, dtype=bool)
+    labelled = first == swapped
+    return np.where(labelled, np.where(first, 1.0, -1.0), 0.0), labelled
+
+
+@register("ab_judge")
+def rlaif(model, tokenizer, frame, prompts, params):
+    """RLAIF: the model itself asked which answer is better (score.judge_prompt), in both
+    orders. score is +1 / -1 for the answer picked in both (filter.swap_negative makes it
+    the chosen one), and pairs where the orders disagree are marked `labelled` False: the
+    filter drops and counts them. Reference log-probs as for every labeller."""
+    queries = frame["prompt"].to_list()
+    judged = ab_judge(model, tokenizer, prompts.bare, params.judge_prompt, params.judge_tokens, queries,
+                      frame["response_pos"].to_list(), frame["response_neg"].to_list(), batch_size=params.batch_size)
+    score, labelled = two_order_labels(judged["picks_chosen_first_order"], judged["picks_chosen_swapped_order"])
+    response_pos, response_neg = scored_responses(tokenizer, frame, "pos"), scored_responses(tokenizer, frame, "neg")
+    bare = encode_contexts(tokenizer, prompts, queries, "bare")
+    reference = summed_logprobs(model, tokenizer, frame, params,
+                                {"ref_logp_pos": zip(bare, response_pos), "ref_logp_neg": zip(bare, response_neg)})
+    return frame.with_columns(
+        pl.Series("score", score, dtype=pl.Float64), pl.Series("labelled", labelled, dtype=pl.Boolean),
+        pl.Series("judge_prob_pos", judged["prob_chosen"], dtype=pl.Float64),
+        *[pl.Series(name, values, dtype=pl.Float64) for name, values in reference.items()],
+        pl.Series("n_tokens_pos", [len(r) for r in response_pos], dtype=pl.Int32),
+        pl.Series("n_tokens_neg", [len(r) for r in response_neg], dtype=pl.Int32),
+        pl.Series("tokens_pos", response_pos, dtype=pl.List(pl.Int32)),
+        pl.Series("tokens_neg", response_neg, dtype=pl.List(pl.Int32)),
+    )

@@ -17,11 +17,18 @@ class ScoreParams:
     batch_size: int
     max_length: int
     padding_side: Literal["right", "left"]
+    judge_prompt: str  # the A/B question of the ab_judge labeller (RLAIF)
+    judge_tokens: list[str]
 
     def __post_init__(self) -> None:
         from dlma.score.labellers import LABELLERS
 
         if self.labeller not in LABELLERS:
             raise DlmaError(f"score.labeller: unknown labeller '{self.labeller}'; known labellers: {sorted(LABELLERS)}")
+        for key in ("{q}", "{a}", "{b}"):
+            if key not in self.judge_prompt:
+                raise DlmaError(f"score.judge_prompt must contain {key}")
+        if len(self.judge_tokens) != 2:
+            raise DlmaError("score.judge_tokens must name exactly two answer tokens, e.g. [A, B]")
         if self.batch_size < 1 or self.max_length < 1:
             raise DlmaError("score.batch_size and score.max_length must be >= 1")

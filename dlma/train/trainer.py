@@ -21,7 +21,12 @@ import torch
 from trl import DPOConfig, DPOTrainer
 
 from dlma.lm.logprobs import pad_pairs, response_token_index, summed_token_logprobs
-from dlma.train.loss import dpo_logratio_difference, margin_dpo_loss, sft_loss, weighted_dpo_loss
+from dlma.train.loss import (
+    dpo_logratio_difference,
+    margin_dpo_loss,
+    sft_loss,
+    weighted_dpo_loss,
+)
 
 TOKENISED_COLUMNS = ["prompt_ids", "chosen_ids", "rejected_ids", "ref_chosen_logps", "ref_rejected_logps", "margin"]
 

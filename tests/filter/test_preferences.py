@@ -74,3 +74,13 @@ def test_bad_inputs():
         build_preferences(nan, shipped(FilterParams, "filter"))
     with pytest.raises(DlmaError, match="dropped every row"):
         build_preferences(scored(), shipped(FilterParams, "filter", min_abs_score=100.0))
+
+
+def test_pairs_a_judge_could_not_label_are_dropped_and_counted():
+    # RLAIF: the ab_judge labeller marks pairs whose pick flips with the order.
+    table = scored().with_columns(pl.Series("labelled", [True, False, True, True, True]),
+                                  pl.Series("score", [1.0, 0.0, -1.0, 1.0, -1.0]))
+    prefs, report = build_preferences(table, shipped(FilterParams, "filter", swap_negative=True))
+    assert prefs["id"].to_list() == ["a", "c", "e"]  # b unlabelled, d over 600 words
+    assert report["dropped"]["unlabelled"] == 1 and report["swapped"] == 2
+    assert prefs["chosen"].to_list() == ["good", "same", "worse"] and prefs["margin"].to_list() == [1.0, 1.0, 1.0]

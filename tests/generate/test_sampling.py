@@ -63,3 +63,17 @@ def test_a_smaller_data_limit_keeps_the_common_rows_responses(tiny_lm):
     for side in ("pos", "neg"):
         assert joined[f"response_{side}_ids"].to_list() == joined[f"response_{side}_ids_full"].to_list()
     assert report["rows_out"] == 6 and 0.0 <= report["complete_share"] <= 1.0
+
+
+def test_rlaif_pairs_are_two_samples_from_the_bare_prompt(tiny_lm):
+    from dlma.lm.prompts import encode_contexts
+
+    model, tokenizer = tiny_lm
+    frame = pl.DataFrame({"id": [f"r{i}" for i in range(4)], "prompt": QUERIES[:4], "category": [""] * 4})
+    params = shipped(GenerateParams, "generate", max_new_tokens=8, batch_size=4, dtype="float32", pairs_from="bare")
+    result, _ = generate_pairs(model, tokenizer, frame, TEST_PROMPTS, params)
+    bare = encode_contexts(tokenizer, TEST_PROMPTS, QUERIES[:4], "bare")
+    for side in ("pos", "neg"):  # each side: the bare context, its own stream
+        expected = sample_responses(model, tokenizer, bare, params, seeds=[row_seed(params.seed, f"r{i}", side) for i in range(4)])
+        assert result[f"response_{side}_ids"].to_list() == [list(s.token_ids) for s in expected]
+    assert result["response_pos_ids"].to_list() != result["response_neg_ids"].to_list()
