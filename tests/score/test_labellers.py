@@ -3,6 +3,8 @@ scripted judge and against an independent computation on the tiny model."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import polars as pl
 import pytest
@@ -38,3 +40,54 @@ def test_rlaif_labeller_on_the_tiny_model(tiny_lm):
         context = tokenizer(context_text(tokenizer, TEST_PROMPTS, q, "bare"), add_special_tokens=False)["input_ids"]
         assert result["ref_logp_pos"][row] == pytest.approx(reference_logprob(model, context, encode_response(tokenizer, pos)), rel=1e-4)
     assert result["tokens_pos"].to_list()[0][-1] == tokenizer.eos_token_id  # text pairs: encoded with EOS
+
+
+def test_the_rlaif_method_runs_through_the_stages(tmp_path, tiny_model_dir, monkeypatch):
+    import json
+
+    import yaml
+    from typer.testing import CliRunner
+
+    from dlma.cli import app
+    from tests.helpers import REPO
+
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["model"]["base"] = str(tiny_model_dir)
+    params["data"].update({"source": str(REPO / "data" / "prompts.jsonl"), "limit": 10})
+    params["generate"].update({"max_new_tokens": 6, "batch_size": 8, "pairs_from": "bare"})
+    params["score"].update({"labeller": "ab_judge"})
+    params["filter"].update({"swap_negative": True})
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    monkeypatch.chdir(tmp_path)
+
+    def scripted_judge(model, tokenizer, bare, template, tokens, queries, first, second, *, batch_size):
+        # Picks the longer answer in both orders, except on the first row, where it says
+        # "A" both times (position bias: no label).
+        longer = np.array([len(a) > len(b) for a, b in zip(first, second)])
+        swapped = longer.copy()
+        swapped[0] = not longer[0]
+        return {"picks_chosen_first_order": longer, "picks_chosen_swapped_order": swapped,
+                "prob_chosen": longer.astype(float)}
+
+    monkeypatch.setattr("dlma.score.labellers.ab_judge", scripted_judge)
+    for args in (["model", "--out", "model.json"],
+                 ["prepare", "--train", "train.parquet", "--eval", "eval.parquet", "--report", "prepare.json"],
+                 ["generate", "--prompts", "train.parquet", "--model-id", "model.json", "--out", "gen.parquet", "--report", "g.json"],
+                 ["score", "--generated", "gen.parquet", "--model-id", "model.json", "--out", "scored.parquet", "--report", "s.json"]):
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 0, (args[0], result.output)
+    scored = pl.read_parquet("scored.parquet")
+    longer = [len(a) > len(b) for a, b in zip(scored["response_pos"], scored["response_neg"])]
+    assert scored["labelled"].to_list() == [False] + [True] * (scored.height - 1)
+    assert scored["score"].to_list() == [0.0] + [1.0 if x else -1.0 for x in longer[1:]]
+    result = CliRunner().invoke(app, ["filter", "--scored", "scored.parquet", "--out", "prefs.parquet", "--report", "f.json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(Path("f.json").read_text())
+    prefs = pl.read_parquet("prefs.parquet")
+    assert report["dropped"]["unlabelled"] == 1 and prefs.height == scored.height - 1
+    # The picked (longer) answer is always the chosen one, with its own tokens.
+    assert all(len(c) >= len(r) for c, r in zip(prefs["chosen"], prefs["rejected"]))
+    assert (prefs["margin"] == 1.0).all()
+    rows = scored.tail(scored.height - 1)
+    expected = [p if x else n for p, n, x in zip(rows["tokens_pos"].to_list(), rows["tokens_neg"].to_list(), longer[1:])]
+    assert prefs["chosen_ids"].to_list() == expected

@@ -81,7 +81,11 @@ def test_context_distillation_loss_is_the_sft_loss_on_the_p_plus_answers(tiny_mo
     import torch.nn.functional as F
 
     from dlma.model import load_causal_lm, load_tokenizer
-    from dlma.train.trainer import MarginDPOTrainer, MarginPreferenceCollator, sequence_logps
+    from dlma.train.trainer import (
+        MarginDPOTrainer,
+        MarginPreferenceCollator,
+        sequence_logps,
+    )
 
     model = load_causal_lm(tiny_model_dir, dtype=torch.float32, device=torch.device("cpu"), attn_implementation="eager")
     tokenizer = load_tokenizer(tiny_model_dir)
