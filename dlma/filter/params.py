@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from dlma.core.errors import DlmaError
 
@@ -11,7 +12,7 @@ from dlma.core.errors import DlmaError
 class FilterParams:
     drop_empty: bool
     drop_identical: bool
-    drop_truncated: bool
+    drop_truncated: Literal["none", "both", "either"]
     swap_negative: bool
     min_abs_score: float
     max_prompt_words: int | None

@@ -1,8 +1,9 @@
 """Turn scored samples into preference pairs (METHOD.md section 3).
 
 The default is the paper's: chosen is always the p+ sample and rejected the p- sample,
-even when the score is negative; only prompts over 600 words are dropped. Every other
-rule is opt-in, and every dropped or swapped row is counted by reason.
+even when the score is negative; prompts over 600 words are dropped, and (a departure,
+measured in the README) pairs where neither answer ended before generate.max_new_tokens.
+Every other rule is opt-in, and every dropped or swapped row is counted by reason.
 """
 
 from __future__ import annotations
@@ -34,8 +35,11 @@ def build_preferences(scored: pl.DataFrame, params: FilterParams, source: str = 
         rules.append(("empty_response", (pl.col("response_pos").str.strip_chars() == "") | (pl.col("response_neg").str.strip_chars() == "")))
     if params.drop_identical:
         rules.append(("identical_responses", pl.col("response_pos") == pl.col("response_neg")))
-    if params.drop_truncated:
-        rules.append(("truncated_response", (pl.col("finish_pos") == "length") | (pl.col("finish_neg") == "length")))
+    cut_pos, cut_neg = pl.col("finish_pos") == "length", pl.col("finish_neg") == "length"
+    if params.drop_truncated == "both":  # two fragments, neither of which the model ended
+        rules.append(("both_truncated", cut_pos & cut_neg))
+    elif params.drop_truncated == "either":
+        rules.append(("truncated_response", cut_pos | cut_neg))
     if params.min_abs_score > 0:
         rules.append(("low_abs_score", pl.col("score").abs() < params.min_abs_score))
 
@@ -75,6 +79,9 @@ def build_preferences(scored: pl.DataFrame, params: FilterParams, source: str = 
         "complete_pairs_share": float((preferences["chosen_complete"] & preferences["rejected_complete"]).mean())
         if preferences.height else None,
         "complete_chosen_share": float(preferences["chosen_complete"].mean()) if preferences.height else None,
+        # Share of all trained answers (chosen and rejected) that the model ended itself.
+        "complete_answers_share": float((preferences["chosen_complete"].sum() + preferences["rejected_complete"].sum())
+                                        / (2 * preferences.height)) if preferences.height else None,
     }
     if preferences.height == 0:
         raise DlmaError(f"filter dropped every row ({dropped}); relax the filter.* params")

@@ -28,7 +28,7 @@ def scored() -> pl.DataFrame:
 
 
 def test_default_is_the_paper():
-    prefs, report = build_preferences(scored(), shipped(FilterParams, "filter"))
+    prefs, report = build_preferences(scored(), shipped(FilterParams, "filter", drop_truncated="none"))
     # Only the >600-word prompt goes; negative scores keep chosen = the p+ sample.
     assert prefs["id"].to_list() == ["a", "b", "c", "e"]
     assert prefs["chosen"].to_list() == ["good", "", "same", "fine"]
@@ -42,8 +42,21 @@ def test_default_is_the_paper():
     assert report["complete_pairs_share"] == 0.75
 
 
+def test_truncated_pairs_by_how_many_answers_were_cut():
+    table = scored().with_columns(pl.Series("finish_pos", ["eos", "length", "eos", "eos", "length"]),
+                                  pl.Series("finish_neg", ["eos", "length", "length", "eos", "eos"]),
+                                  pl.Series("tokens_pos", [[1, 0], [2], [3, 0], [4, 0], [5, 5]]))
+    kept = {}
+    for rule in ("none", "both", "either"):
+        prefs, report = build_preferences(table, shipped(FilterParams, "filter", drop_truncated=rule))
+        kept[rule] = prefs["id"].to_list()
+        answers = prefs["chosen_complete"].to_list() + prefs["rejected_complete"].to_list()
+        assert report["complete_answers_share"] == sum(answers) / len(answers)
+    assert kept == {"none": ["a", "b", "c", "e"], "both": ["a", "c", "e"], "either": ["a"]}  # d: over 600 words
+
+
 def test_every_option_counts_its_rows():
-    params = shipped(FilterParams, "filter", drop_empty=True, drop_identical=True, drop_truncated=True, swap_negative=True, min_abs_score=0.0)
+    params = shipped(FilterParams, "filter", drop_empty=True, drop_identical=True, drop_truncated="either", swap_negative=True, min_abs_score=0.0)
     prefs, report = build_preferences(scored(), params)
     assert report["dropped"] == {"long_prompt": 1, "empty_response": 1, "identical_responses": 1, "truncated_response": 1}
     assert prefs["id"].to_list() == ["a"] and report["rows_out"] == 1
@@ -61,7 +74,7 @@ def test_swap_negates_margin_and_swaps_references():
 
 def test_threshold():
     prefs, report = build_preferences(scored(), shipped(FilterParams, "filter", min_abs_score=1.5, max_prompt_words=None))
-    assert prefs["id"].to_list() == ["a", "b", "e"] and report["dropped"] == {"low_abs_score": 2}
+    assert prefs["id"].to_list() == ["a", "b", "e"] and report["dropped"] == {"both_truncated": 0, "low_abs_score": 2}
 
 
 def test_bad_inputs():

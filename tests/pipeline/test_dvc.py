@@ -20,6 +20,7 @@ OUTPUTS = ["data/prompts_train.parquet", "data/generated.parquet", "data/scored.
 SMALL = {
     "data": {"limit": 8},
     "generate": {"max_new_tokens": 6, "batch_size": 4},
+    "filter": {"drop_truncated": "none"},  # a tiny random model rarely ends an answer in 6 tokens
     "score": {"batch_size": 4},
     "train": {"max_steps": 3, "batch_size": 2, "save_steps": 2},
     "evaluate": {"limit": 4, "bootstrap": 100},

@@ -56,7 +56,7 @@ def test_the_rlaif_method_runs_through_the_stages(tmp_path, tiny_model_dir, monk
     params["data"].update({"source": str(REPO / "data" / "prompts.jsonl"), "limit": 10})
     params["generate"].update({"max_new_tokens": 6, "batch_size": 8, "pairs_from": "bare"})
     params["score"].update({"labeller": "ab_judge"})
-    params["filter"].update({"swap_negative": True})
+    params["filter"].update({"swap_negative": True, "drop_truncated": "none"})
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     monkeypatch.chdir(tmp_path)
 

@@ -39,7 +39,7 @@ def test_sampled_ids_are_the_scored_ids_are_the_trained_ids(tiny_lm):
     finishes = generated["finish_pos"].to_list() + generated["finish_neg"].to_list()
     assert "length" in finishes and "eos" in finishes, finishes
     scored = score_table(model, tokenizer, generated, TEST_PROMPTS, shipped(ScoreParams, "score", batch_size=4))
-    preferences, _ = build_preferences(scored, shipped(FilterParams, "filter"))
+    preferences, _ = build_preferences(scored, shipped(FilterParams, "filter", drop_truncated="none"))
     rows, _ = tokenise_preferences(preferences, tokenizer, TEST_PROMPTS, max_length=512)
     trained = {r["id"]: r for r in rows}
     for record in scored.iter_rows(named=True):
