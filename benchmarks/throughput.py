@@ -188,7 +188,10 @@ def bench_pipeline() -> list[dict]:
             os.symlink(shared, Path(scratch) / "shared")
         for name in stages:
             started = time.perf_counter()
-            process = subprocess.Popen(lock[name]["cmd"], shell=True, cwd=clone, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            # The stages' `python` is this interpreter's (the project's environment).
+            env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+            process = subprocess.Popen(lock[name]["cmd"], shell=True, cwd=clone, env=env, stdout=subprocess.DEVNULL,
+                                       stderr=subprocess.PIPE)
             _, status, usage = os.wait4(process.pid, 0)
             if status != 0:
                 raise SystemExit(f"stage {name} failed: {process.stderr.read().decode()[-2000:]}")
@@ -204,9 +207,16 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--train-steps", type=int, default=3)
     parser.add_argument("--pipeline", action="store_true")
+    parser.add_argument("--pipeline-only", action="store_true", help="only the pipeline section, merged into --out")
     parser.add_argument("--out", type=Path, default=REPO / "reports" / "benchmarks.json")
     args = parser.parse_args()
     os.chdir(REPO)
+    if args.pipeline_only:
+        results = json.loads(args.out.read_text()) if args.out.is_file() else {}
+        results["pipeline"] = bench_pipeline()
+        write_json(results, args.out)
+        print(json.dumps(results["pipeline"], indent=2))
+        return
     model_params = load_section(ModelParams, "model")
     prompts = load_section(PromptsParams, "prompts")
     gen = replace(load_section(GenerateParams, "generate"), max_new_tokens=args.new_tokens)
