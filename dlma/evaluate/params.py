@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from dlma.core.errors import DlmaError
 from dlma.data.params import AgreementSet, PromptSet
+from dlma.lm.ab_judge import check_question
 
 
 @dataclass(frozen=True)
@@ -48,11 +49,7 @@ class EvaluateParams:
             for key in JUDGES[name].needs_params:
                 if not getattr(self, key):
                     raise DlmaError(f"evaluate.judges lists {name} but evaluate.{key} is empty; give a path, .gguf file or hub id")
-        for key in ("{q}", "{a}", "{b}"):
-            if key not in self.judge_prompt:
-                raise DlmaError(f"evaluate.judge_prompt must contain {key}")
-        if len(self.judge_tokens) != 2:
-            raise DlmaError("evaluate.judge_tokens must name exactly two answer tokens, e.g. [A, B]")
+        check_question("evaluate", self.judge_prompt, self.judge_tokens)
         if self.limit is not None and self.limit < 1:
             raise DlmaError("evaluate.limit must be a positive integer or null")
         if self.bootstrap < 1:

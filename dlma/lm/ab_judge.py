@@ -15,6 +15,16 @@ from dlma.lm.logprobs import left_pad
 from dlma.lm.prompts import bare_messages, bare_uses_chat, encode_chat, encode_text
 
 
+def check_question(section: str, template: str, tokens: list[str]) -> None:
+    """The params of an A/B question (`score` labeller, `evaluate` judges): the template
+    shows the request and both answers, and there are exactly two answer tokens."""
+    for key in ("{q}", "{a}", "{b}"):
+        if key not in template:
+            raise DlmaError(f"{section}.judge_prompt must contain {key}")
+    if len(tokens) != 2:
+        raise DlmaError(f"{section}.judge_tokens must name exactly two answer tokens, e.g. [A, B]")
+
+
 def answer_token_ids(tokenizer, tokens: list[str]) -> list[int]:
     ids = []
     for token in tokens:

@@ -7,6 +7,7 @@ from typing import Literal
 
 from dlma.core.config import DTypeName
 from dlma.core.errors import DlmaError
+from dlma.lm.ab_judge import check_question
 
 
 @dataclass(frozen=True)
@@ -25,10 +26,6 @@ class ScoreParams:
 
         if self.labeller not in LABELLERS:
             raise DlmaError(f"score.labeller: unknown labeller '{self.labeller}'; known labellers: {sorted(LABELLERS)}")
-        for key in ("{q}", "{a}", "{b}"):
-            if key not in self.judge_prompt:
-                raise DlmaError(f"score.judge_prompt must contain {key}")
-        if len(self.judge_tokens) != 2:
-            raise DlmaError("score.judge_tokens must name exactly two answer tokens, e.g. [A, B]")
+        check_question("score", self.judge_prompt, self.judge_tokens)
         if self.batch_size < 1 or self.max_length < 1:
             raise DlmaError("score.batch_size and score.max_length must be >= 1")
