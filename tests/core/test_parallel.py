@@ -90,11 +90,9 @@ def test_two_process_ddp_training_follows_the_one_process_curve(tmp_path, tiny_m
     (tmp_path / ".dvc").mkdir()  # the repository root for the MLflow store
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    for args in (["model", "--out", "model.json"],
-                 ["prepare", "--train", "train.parquet", "--eval", "eval.parquet", "--report", "prepare.json"],
-                 ["generate", "--prompts", "train.parquet", "--model-id", "model.json", "--out", "gen.parquet", "--report", "g.json"],
-                 ["score", "--generated", "gen.parquet", "--model-id", "model.json", "--out", "scored.parquet", "--report", "s.json"],
-                 ["filter", "--scored", "scored.parquet", "--out", "prefs.parquet", "--report", "f.json"]):
+    from tests.evaluate.test_judges import STAGES
+
+    for args in STAGES[:5]:  # model, prepare, generate, score, filter -> prefs.parquet
         result = CliRunner().invoke(app, args)
         assert result.exit_code == 0, result.output
     import polars as pl
