@@ -8,13 +8,26 @@ from __future__ import annotations
 
 import typer
 
-from stages import evaluate, generate, model, prepare, recover, score, sets, train
+from dlma.compare import command as compare_command
+from stages import (
+    evaluate,
+    generate,
+    human,
+    model,
+    prepare,
+    recover,
+    reward,
+    score,
+    sets,
+    train,
+)
 from stages import filter as filter_stage
 
 app = typer.Typer(
     help=(
         "DLMA: align a language model without human labels. The pipeline is "
-        "model -> prepare -> generate -> score -> filter -> train -> evaluate (with sets); run it all with `dvc repro`, "
+        "model -> prepare -> generate -> score -> filter -> train -> evaluate (with sets, and human -> reward for the "
+        "reward-model judge); run it all with `dvc repro`, "
         "or one stage at a time with these commands (paths as in dvc.yaml)."
     ),
     no_args_is_help=True,
@@ -29,6 +42,9 @@ app.command("sets")(sets.main)
 app.command("recover")(recover.main)
 app.command("train")(train.main)
 app.command("evaluate")(evaluate.main)
+app.command("human")(human.main)
+app.command("reward")(reward.main)
+app.command("compare")(compare_command.main)
 
 
 def main() -> None:

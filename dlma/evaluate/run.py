@@ -151,6 +151,7 @@ def judged_summary(name: str, result: JudgeResult, params: EvaluateParams) -> di
     reasons = failed_checks(result.validity, params.validity)
     return verdict_summary(result.verdicts, samples=params.bootstrap, seed=params.seed) | {
         "independent": JUDGES[name].independent, "informative": not reasons, "not_informative_because": reasons,
+        "validity": result.validity,
     }
 
 

@@ -99,3 +99,16 @@ def agreement_sets(params: EvaluateParams, identities: dict | None = None) -> tu
             log.warning("agreement set %s: dropped %d pair(s) whose chosen equals rejected", spec.name, identical)
         loaded[spec.name] = (frame.filter(pl.col("chosen") != pl.col("rejected")), identical)
     return loaded, skipped
+
+
+def evaluation_prompts(params: EvaluateParams) -> set[str]:
+    """Every prompt that evaluate judges from its configured sets (as capped by
+    evaluate.limit): training data that contains one would leak into the checks."""
+    found: set[str] = set()
+    for frame, _ in agreement_sets(params)[0].values():
+        found.update(frame["prompt"].to_list())
+    for spec in params.prompt_sets:
+        records, reason = _load(spec, "prompts", {})
+        if records is not None:
+            found.update((records.head(params.limit) if params.limit else records)["prompt"].to_list())
+    return found

@@ -90,3 +90,24 @@ def distinct_n(texts: list[str], n: int) -> float:
 def perplexity(summed_logps: np.ndarray, token_counts: np.ndarray) -> float:
     """exp(- total log-prob / total tokens): token-weighted, over all answers."""
     return float(np.exp(-np.sum(summed_logps) / np.sum(token_counts)))
+
+
+def crossed_bootstrap(values: np.ndarray, *, samples: int = 1000, seed: int = 0) -> dict:
+    """Mean of a seeds x prompts table with a 95% interval over prompts and seeds: each
+    resample draws seeds and prompts with replacement, independently (a crossed design:
+    every seed answered every prompt), so the interval widens with both the spread
+    between prompts and the spread between training seeds. Paired data come in as one
+    table of differences (method minus base on the same seed and prompt)."""
+    values = np.asarray(values, dtype=np.float64)
+    if values.ndim != 2 or values.size == 0:
+        return {"mean": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"), "seeds": 0, "prompts": 0}
+    n_seeds, n_prompts = values.shape
+    rng = np.random.default_rng(seed)
+    seed_draws = rng.integers(0, n_seeds, size=(samples, n_seeds))
+    prompt_draws = rng.integers(0, n_prompts, size=(samples, n_prompts))
+    # mean over the drawn (seed, prompt) grid = mean over drawn seeds of the per-seed
+    # means over the drawn prompts; computed without building samples x S x P arrays
+    per_seed = np.stack([values[:, draw].mean(axis=1) for draw in prompt_draws])  # samples x seeds
+    means = np.take_along_axis(per_seed, seed_draws, axis=1).mean(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return {"mean": float(values.mean()), "ci_low": float(low), "ci_high": float(high), "seeds": n_seeds, "prompts": n_prompts}

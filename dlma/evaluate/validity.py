@@ -12,6 +12,7 @@ THRESHOLDS = {
     "order_consistency": "min_order_consistency",
     "answer_token_mass": "min_answer_token_mass",
     "labelled_accuracy": "min_labelled_accuracy",
+    "holdout_accuracy": "min_labelled_accuracy",  # the reward stage's model, on its held-out human pairs
 }
 
 

@@ -11,7 +11,7 @@ from dlma.core.errors import DlmaError
 
 @dataclass(frozen=True)
 class GenerateParams:
-    pairs_from: Literal["contrastive", "bare"]
+    pairs_from: Literal["contrastive", "bare", "human"]
     max_new_tokens: int
     max_prompt_tokens: int
     temperature: float

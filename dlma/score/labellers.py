@@ -77,13 +77,28 @@ def rlaif(model, tokenizer, frame, prompts, params):
     judged = ab_judge(model, tokenizer, prompts.bare, params.judge_prompt, params.judge_tokens, queries,
                       frame["response_pos"].to_list(), frame["response_neg"].to_list(), batch_size=params.batch_size)
     score, labelled = two_order_labels(judged["picks_chosen_first_order"], judged["picks_chosen_swapped_order"])
+    return with_reference(model, tokenizer, frame, prompts, params).with_columns(
+        pl.Series("score", score, dtype=pl.Float64), pl.Series("labelled", labelled, dtype=pl.Boolean),
+        pl.Series("judge_prob_pos", judged["prob_chosen"], dtype=pl.Float64),
+    )
+
+
+@register("human")
+def human(model, tokenizer, frame, prompts, params):
+    """dpo_human: the pairs carry a human label already (response_pos is the preferred
+    answer), so score is +1 for every row and no self-reward enters the loss (train with
+    train.margin_weight 0: plain DPO). Only the reference log-probs are computed."""
+    return with_reference(model, tokenizer, frame, prompts, params).with_columns(pl.lit(1.0).alias("score"))
+
+
+def with_reference(model, tokenizer, frame: pl.DataFrame, prompts: PromptsParams, params: ScoreParams) -> pl.DataFrame:
+    """The columns every labeller adds besides its label: the scored tokens of each
+    response and its reference log-prob given the bare query (what training uses)."""
     response_pos, response_neg = scored_responses(tokenizer, frame, "pos"), scored_responses(tokenizer, frame, "neg")
-    bare = encode_contexts(tokenizer, prompts, queries, "bare")
+    bare = encode_contexts(tokenizer, prompts, frame["prompt"].to_list(), "bare")
     reference = summed_logprobs(model, tokenizer, frame, params,
                                 {"ref_logp_pos": zip(bare, response_pos), "ref_logp_neg": zip(bare, response_neg)})
     return frame.with_columns(
-        pl.Series("score", score, dtype=pl.Float64), pl.Series("labelled", labelled, dtype=pl.Boolean),
-        pl.Series("judge_prob_pos", judged["prob_chosen"], dtype=pl.Float64),
         *[pl.Series(name, values, dtype=pl.Float64) for name, values in reference.items()],
         pl.Series("n_tokens_pos", [len(r) for r in response_pos], dtype=pl.Int32),
         pl.Series("n_tokens_neg", [len(r) for r in response_neg], dtype=pl.Int32),

@@ -140,12 +140,42 @@ def log_trained_model(model_dir: Path, *, model_name: str, version: str, signatu
     )
 
 
-def run_tags(root: Path) -> dict[str, str]:
-    """The git commit and, under `dvc exp run`, the DVC experiment name."""
+COMPARISON_TAG = "dlma.comparison"
+
+
+def run_tags(root: Path, group: str = "") -> dict[str, str]:
+    """The git commit, under `dvc exp run` the DVC experiment name, and the comparison
+    the run belongs to (tracking.group, set by `dlma compare`)."""
     tags = {"mlflow.source.git.commit": git_commit(root) or "unknown"}
     if os.environ.get("DVC_EXP_NAME"):
         tags["dvc.experiment"] = os.environ["DVC_EXP_NAME"]
+    if group:
+        tags[COMPARISON_TAG] = group
     return tags
+
+
+def group_comparison(experiment_id: str, group: str, metrics: dict[str, float], artifacts: list[str]) -> str:
+    """One parent run per comparison: it holds the comparison's numbers and report, and
+    every run tagged with the comparison is nested under it (mlflow.parentRunId), so
+    the MLflow UI shows the comparison as one expandable row. Rerunning replaces the
+    parent's numbers."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    found = mlflow.search_runs(experiment_ids=[experiment_id], output_format="list",
+                               filter_string=f"tags.`{COMPARISON_TAG}` = '{group}'")
+    parents = [r for r in found if r.data.tags.get("dlma.role") == "comparison"]
+    context = (mlflow.start_run(run_id=parents[0].info.run_id) if parents else
+               mlflow.start_run(experiment_id=experiment_id, run_name=f"compare-{group}",
+                                tags={COMPARISON_TAG: group, "dlma.role": "comparison"}))
+    with context as parent:
+        mlflow.log_metrics(metrics)
+        for path in artifacts:
+            mlflow.log_artifact(path, artifact_path="comparison")
+    for run in found:
+        if run.info.run_id != parent.info.run_id:
+            client.set_tag(run.info.run_id, "mlflow.parentRunId", parent.info.run_id)
+    return parent.info.run_id
 
 
 def clear_interrupted(experiment_id: str, version: str, checkpoint_dir: Path) -> dict:

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from dlma.cli import app
 from dlma.core.errors import DlmaError
 from dlma.evaluate.judges import JUDGES, JudgeContext, JudgeResult, register, run_judges
-from dlma.evaluate.judges.reward_model import reward_model_scores
+from dlma.evaluate.judges.reward_model import load_reward_model
 from dlma.evaluate.params import EvaluateParams
 from dlma.evaluate.quality import answer_logps, quality_guards
 from dlma.evaluate.stats import perplexity, verdict_from_margin
@@ -79,7 +79,7 @@ def test_ab_judge_reports_its_validity(tiny_lm):
     assert len(result.verdicts) == 3 and set(result.verdicts) <= {"win", "tie", "lose"}
 
 
-def test_reward_model_judge(tmp_path, tiny_model_dir):
+def test_reward_model_judge_loads_any_sequence_classification_model(tmp_path, tiny_model_dir):
     from transformers import LlamaConfig, LlamaForSequenceClassification
 
     config = LlamaConfig.from_pretrained(tiny_model_dir)
@@ -87,13 +87,10 @@ def test_reward_model_judge(tmp_path, tiny_model_dir):
     torch.manual_seed(0)
     LlamaForSequenceClassification(config).save_pretrained(tmp_path / "rm")
     load_tokenizer(tiny_model_dir).save_pretrained(tmp_path / "rm")
-    queries, answers = ["How do I make coffee?", "Hi"], ["Use fresh beans.", "I cannot help."]
-    scores = reward_model_scores(str(tmp_path / "rm"), queries, answers, batch_size=1)
-    batched = reward_model_scores(str(tmp_path / "rm"), queries, answers, batch_size=2)
-    assert scores.shape == (2,) and np.all(np.isfinite(scores))
-    np.testing.assert_allclose(batched, scores, rtol=1e-4, atol=1e-5)  # padding does not change a reward
+    model, tokenizer = load_reward_model(str(tmp_path / "rm"))
+    assert model.config.pad_token_id == tokenizer.pad_token_id
     with pytest.raises(DlmaError, match="cannot load"):
-        reward_model_scores(str(tmp_path / "missing"), queries, answers)
+        load_reward_model(str(tmp_path / "missing"))
 
 
 def test_judge_model_is_an_independent_two_order_judge_that_checks_itself(tiny_lm, tiny_model_dir):
@@ -147,6 +144,7 @@ def test_validity_thresholds_and_the_headline():
 def test_a_judge_that_needs_a_param_says_which(tmp_path):
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
     raw["evaluate"]["judges"] = ["reward_model"]
+    raw["evaluate"]["reward_model"] = ""
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     from dlma.core.config import load_section
 

@@ -28,8 +28,8 @@ SMALL = {
 # A labelled set beside the repository, named by a relative path (as ../shared/... is).
 OUTSIDE_SET = {"name": "outside", "source": "../outside/pairs.jsonl", "format": "auto", "columns": {},
                "pku_label": "safer", "pair": "", "optional": False}
-ALL_STAGES = {"model", "sets", "prepare", "generate", "score", "filter", "train", "recover", "evaluate"}
-ALWAYS = ["model", "recover", "sets"]  # re-checked on every repro (cheap)
+ALL_STAGES = {"model", "sets", "prepare", "human", "reward", "generate", "score", "filter", "train", "recover", "evaluate"}
+ALWAYS = ["human", "model", "recover", "sets"]  # re-checked on every repro (cheap)
 
 
 @pytest.fixture(scope="module")
@@ -90,9 +90,10 @@ ALL_MODEL_STAGES = {"model", "generate", "score", "train", "evaluate"}
 # One module of each step (and of the shared folders) -> the stages that run it.
 EDITS = {
     "dlma/core/io.py": ALL_STAGES,
-    "dlma/model.py": ALL_MODEL_STAGES | {"recover"},
-    "dlma/lm/prompts.py": {"generate", "score", "train", "evaluate"},
-    "dlma/data/loaders.py": {"sets", "prepare", "evaluate"},
+    "dlma/model.py": ALL_MODEL_STAGES | {"recover", "reward"},
+    "dlma/lm/prompts.py": {"generate", "score", "train", "evaluate", "reward"},
+    "dlma/data/loaders.py": {"sets", "prepare", "human", "evaluate"},
+    "dlma/reward/run.py": {"reward", "evaluate"},
     "dlma/generate/sampling.py": {"generate", "evaluate"},
     "dlma/generate/params.py": {"generate", "train", "evaluate"},
     "dlma/score/contrastive.py": {"score", "evaluate"},

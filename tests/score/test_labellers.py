@@ -91,3 +91,71 @@ def test_the_rlaif_method_runs_through_the_stages(tmp_path, tiny_model_dir, monk
     rows = scored.tail(scored.height - 1)
     expected = [p if x else n for p, n, x in zip(rows["tokens_pos"].to_list(), rows["tokens_neg"].to_list(), longer[1:])]
     assert prefs["chosen_ids"].to_list() == expected
+
+
+def test_dpo_human_reads_hh_pairs_through_the_stages(tmp_path, tiny_model_dir, tiny_lm, monkeypatch):
+    """dpo_human: HH-format pairs -> human stage -> generate (no sampling) -> score (human
+    labeller: reference log-probs only) -> filter -> train with plain DPO (w = 0)."""
+    import json
+
+    import yaml
+    from typer.testing import CliRunner
+
+    from dlma.cli import app
+    from dlma.lm.prompts import encode_contexts
+    from tests.helpers import REPO
+
+    model, tokenizer = tiny_lm
+    dialogues = [("How do I bake bread?", "Mix flour, water and yeast, then bake.", "No idea, go away."),
+                 ("What is a verb?", "A word for an action.", "Whatever."),
+                 ("Hi there", "Hello! How can I help?", "What do you want."),
+                 ("Name a colour", "Blue.", "I refuse."),
+                 ("Count to three", "One, two, three.", "No.")]
+    rows = [{"chosen": f"\n\nHuman: {q}\n\nAssistant: {good}", "rejected": f"\n\nHuman: {q}\n\nAssistant: {bad}"}
+            for q, good, bad in dialogues]
+    (tmp_path / "hh.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["model"]["base"] = str(tiny_model_dir)
+    params["data"].update({"source": str(REPO / "data" / "prompts.jsonl"), "limit": 6})
+    params["human"].update({"source": "hh.jsonl", "format": "hh", "limit": None, "holdout_fraction": 0.2, "optional": False})
+    params["generate"]["pairs_from"] = "human"
+    params["score"].update({"labeller": "human", "dtype": "float32"})
+    params["filter"]["drop_truncated"] = "none"
+    params["train"].update({"margin_weight": 0.0, "max_steps": 1, "batch_size": 2})
+    params["evaluate"].update({"agreement_sets": [], "prompt_sets": []})
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    (tmp_path / ".dvc").mkdir()  # the repository root for the MLflow store
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("DVC_ROOT", raising=False)
+    for args in (["model", "--out", "model.json"],
+                 ["human", "--train", "human.parquet", "--holdout", "holdout.parquet", "--report", "h.json"],
+                 ["generate", "--prompts", "unused.parquet", "--human", "human.parquet", "--model-id", "model.json",
+                  "--out", "gen.parquet", "--report", "g.json"],
+                 ["score", "--generated", "gen.parquet", "--model-id", "model.json", "--out", "scored.parquet", "--report", "s.json"],
+                 ["filter", "--scored", "scored.parquet", "--out", "prefs.parquet", "--report", "f.json"],
+                 ["train", "--preferences", "prefs.parquet", "--model-id", "model.json", "--out", "models/dlma",
+                  "--report", "train.json", "--curve", "curve.csv"]):
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 0, (args[0], result.output)
+    prefs = pl.read_parquet("prefs.parquet")
+    by_query = {q: (good, bad) for q, good, bad in dialogues}
+    assert prefs.height == 4 and pl.read_parquet("holdout.parquet").height == 1
+    for query, chosen, rejected in zip(prefs["prompt"], prefs["chosen"], prefs["rejected"]):
+        assert (chosen, rejected) == by_query[query]  # the human label, never swapped
+    assert (prefs["margin"] == 1.0).all()
+    bare = encode_contexts(tokenizer, TEST_PROMPTS, prefs["prompt"].to_list(), "bare")
+    for row, (context, chosen) in enumerate(zip(bare, prefs["chosen"])):
+        expected = reference_logprob(model, context, encode_response(tokenizer, chosen))
+        assert prefs["ref_logp_chosen"][row] == pytest.approx(expected, rel=1e-4)
+    # Plain DPO (w = 0) from a policy equal to its reference: the first loss is log 2.
+    curve = pl.read_csv("curve.csv")
+    assert curve["loss"][0] == pytest.approx(np.log(2), abs=1e-3)
+    # Asking for dpo_human without pairs is a clear error.
+    params["human"].update({"source": "missing.jsonl", "optional": True})
+    Path("params.yaml").write_text(yaml.safe_dump(params))
+    for args in (["human", "--train", "human.parquet", "--holdout", "holdout.parquet", "--report", "h.json"],
+                 ["generate", "--prompts", "unused.parquet", "--human", "human.parquet", "--model-id", "model.json",
+                  "--out", "gen.parquet", "--report", "g.json"]):
+        result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2 and "generate.pairs_from is human but 'human.parquet' has no pairs" in result.output

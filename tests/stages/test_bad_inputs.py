@@ -24,7 +24,7 @@ from tests.helpers import REPO
 ARGS = {
     "model": ["model", "--out", "model.json"],
     "prepare": ["prepare", "--train", "train.parquet", "--eval", "eval.parquet", "--report", "prepare.json"],
-    "generate": ["generate", "--prompts", "train.parquet", "--model-id", "model.json", "--out", "generated.parquet",
+    "generate": ["generate", "--prompts", "train.parquet", "--human", "human.parquet", "--model-id", "model.json", "--out", "generated.parquet",
                  "--report", "generate.json"],
     "score": ["score", "--generated", "generated.parquet", "--model-id", "model.json", "--out", "scored.parquet",
               "--report", "score.json"],
@@ -32,6 +32,9 @@ ARGS = {
     "train": ["train", "--preferences", "prefs.parquet", "--model-id", "model.json", "--out", "models/dlma",
               "--report", "train.json", "--curve", "curve.csv"],
     "sets": ["sets", "--out", "sets.json"],
+    "human": ["human", "--train", "human.parquet", "--holdout", "holdout.parquet", "--report", "human.json"],
+    "reward": ["reward", "--train", "human.parquet", "--holdout", "holdout.parquet", "--out", "models/reward",
+               "--report", "reward.json"],
     "evaluate": ["evaluate", "--eval-prompts", "eval.parquet", "--model-id", "model.json", "--aligned", "models/dlma",
                  "--scored", "scored.parquet", "--curve", "curve.csv", "--sets", "sets.json",
                  "--metrics", "reports/metrics.json", "--samples", "reports/samples.parquet",
@@ -61,7 +64,8 @@ def built(tmp_path_factory, tiny_model_dir) -> Path:
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     (root / ".dvc").mkdir()  # the repository root (MLflow store)
     with _chdir(root):
-        for stage in ("model", "prepare", "generate", "score", "filter", "train", "sets", "evaluate"):
+        # human.source (../shared/...) is not beside this project: no human pairs, the reward judge skipped
+        for stage in ("model", "prepare", "human", "reward", "generate", "score", "filter", "train", "sets", "evaluate"):
             result = CliRunner().invoke(app, ARGS[stage])
             assert result.exit_code == 0, (stage, result.output)
     return root
@@ -197,7 +201,15 @@ CASES = [
     ("beta zero", set_param("train", "beta", 0.0), "train", r"train.beta must be > 0"),
     ("margin clamp reversed", set_param("train", "margin_min", 50.0), "train", r"train.margin_min must be <= train.margin_max"),
     ("unknown judge", set_param("evaluate", "judges", ["gpt4"]), "evaluate", r"evaluate.judges: unknown judge\(s\) \['gpt4'\]"),
-    ("reward_model judge without a model", set_param("evaluate", "judges", ["reward_model"]), "evaluate",
+    ("human pairs asked for but none", set_param("generate", "pairs_from", "human"), "generate",
+     r"generate.pairs_from is human but 'human.parquet' has no pairs"),
+    ("human holdout fraction out of range", set_param("human", "holdout_fraction", 1.5), "human",
+     r"human.holdout_fraction must be in \(0, 1\), got 1.5"),
+    ("human file without labels", write("plain.jsonl", json.dumps({"prompt": "q"}) + "\n", set_param("human", "source", "plain.jsonl")),
+     "human", r"plain.jsonl, line 1: no field 'chosen' .*human.columns"),
+    ("reward model that is not there", set_param("evaluate", "reward_model", "models/nothing"), "evaluate",
+     r"evaluate.reward_model: cannot load 'models/nothing'"),
+    ("reward_model judge without a model", set_param("evaluate", "reward_model", ""), "evaluate",
      r"evaluate.judges lists reward_model but evaluate.reward_model is empty"),
     ("agreement set missing a field", agreement("half.jsonl", PAIR + "\n" + json.dumps({"prompt": "q2", "chosen": "a"}) + "\n"),
      "evaluate", r"half.jsonl, line 2: no field 'rejected'"),

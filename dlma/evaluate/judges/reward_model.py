@@ -1,7 +1,12 @@
-"""Judge `reward_model`: any Hugging Face sequence-classification reward model
-(`evaluate.reward_model`, a path or hub id) scores both answers; the higher reward wins."""
+"""Judge `reward_model`: a sequence-classification reward model (`evaluate.reward_model`: the
+reward stage's folder, another local model or a hub id) scores both answers; the higher
+reward wins. It checks itself on the human-labelled sets (accuracy, as validity) and, for
+the reward stage's model, carries its accuracy on the held-out human pairs."""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -10,46 +15,52 @@ from dlma.core.errors import DlmaError
 from dlma.evaluate.judges.base import JudgeContext, JudgeResult, register
 from dlma.evaluate.stats import verdict_from_margin
 from dlma.model import load_tokenizer
+from dlma.reward.inputs import reward_inputs
+from dlma.reward.run import REWARD_CARD, reward_scores
 
 
-@torch.inference_mode()
-def reward_model_scores(path: str, queries, answers, *, batch_size: int = 8, trust_remote_code: bool = False) -> np.ndarray:
-    """Scalar rewards from a Hugging Face sequence-classification reward model."""
+def load_reward_model(path: str, *, trust_remote_code: bool = False):
     from transformers import AutoModelForSequenceClassification
 
     try:
         tokenizer = load_tokenizer(path, trust_remote_code=trust_remote_code, require_eos=False)
-        model = AutoModelForSequenceClassification.from_pretrained(path, trust_remote_code=trust_remote_code).eval()
+        model = AutoModelForSequenceClassification.from_pretrained(path, trust_remote_code=trust_remote_code,
+                                                                   dtype=torch.float32).eval()
     except (OSError, ValueError) as exc:
         raise DlmaError(f"evaluate.reward_model: cannot load '{path}' ({exc})") from exc
-    scores = []
-    for start in range(0, len(queries), batch_size):
-        q, a = queries[start:start + batch_size], answers[start:start + batch_size]
-        if getattr(tokenizer, "chat_template", None):
-            texts = [tokenizer.apply_chat_template([{"role": "user", "content": x}, {"role": "assistant", "content": y}], tokenize=False) for x, y in zip(q, a)]
-            batch = tokenizer(texts, return_tensors="pt", padding=True, truncation=True, max_length=1024, add_special_tokens=False)
-        else:
-            batch = tokenizer(q, a, return_tensors="pt", padding=True, truncation=True, max_length=1024)
-        scores.extend(model(**batch).logits[:, 0].float().tolist())
-    return np.array(scores)
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer
 
 
-@register("reward_model", description="independent: a reward model (evaluate.reward_model)", needs_params=("reward_model",),
-          independent=True)
+def reward_card(path: str) -> dict:
+    card = Path(path) / REWARD_CARD
+    return json.loads(card.read_text()) if card.is_file() else {}
+
+
+@register("reward_model", description="independent: a reward model fitted on human labels (evaluate.reward_model)",
+          needs_params=("reward_model",), independent=True)
 def reward_model(context: JudgeContext) -> JudgeResult:
     p = context.params
-    trust = p.model.trust_remote_code
+    card = reward_card(p.evaluate.reward_model)
+    if "skipped" in card:  # the reward stage had no human pairs
+        return JudgeResult(metrics={"reward_model": {"skipped": card["skipped"]}})
+    model, tokenizer = load_reward_model(p.evaluate.reward_model, trust_remote_code=p.model.trust_remote_code)
 
     def rewards(queries, answers) -> np.ndarray:
-        return reward_model_scores(p.evaluate.reward_model, queries, answers, trust_remote_code=trust)
+        sequences = [reward_inputs(tokenizer, q, a) for q, a in zip(queries, answers)]
+        return reward_scores(model, tokenizer.pad_token_id, sequences, batch_size=p.score.batch_size)
 
     reward_aligned, reward_base = rewards(context.queries, context.aligned), rewards(context.queries, context.base)
     # Validity: does it prefer the human-chosen answer on the labelled sets?
     right = [rewards(f["prompt"].to_list(), f["chosen"].to_list()) > rewards(f["prompt"].to_list(), f["rejected"].to_list())
              for f in context.labelled.values()]
     labelled = np.concatenate(right) if right else np.array([])
+    validity = {"labelled_accuracy": float(labelled.mean()) if labelled.size else float("nan"), "labelled_pairs": labelled.size}
+    if "holdout" in card and "accuracy" in card["holdout"]:
+        validity |= {"holdout_accuracy": card["holdout"]["accuracy"], "holdout_pairs": card["holdout"]["pairs"]}
     return JudgeResult(
         verdicts=[verdict_from_margin(a - b, 0.0) for a, b in zip(reward_aligned, reward_base)],
         columns={"reward_aligned": reward_aligned.tolist(), "reward_base": reward_base.tolist()},
-        validity={"labelled_accuracy": float(labelled.mean()) if labelled.size else float("nan"), "labelled_pairs": labelled.size},
+        validity=validity,
     )

@@ -1,0 +1,133 @@
+"""Running the comparison as DVC experiments and reading their results back.
+
+Each (method, seed) is one `dvc exp run` named `<compare.name>-<method>-s<seed>` with the
+method's params, the seed and the comparison's size (compare.set) on top of params.yaml.
+They run one after the other in temporary copies (`--temp`), or are only queued
+(`--queue`) for `dvc queue start -j N` on a bigger machine. Stages whose inputs and
+params a run shares with an earlier one (the human and reward stages, and generate /
+score for methods that train on the same pairs) come from DVC's run cache. The results
+are read back from each experiment's commit: metrics from git, the samples table from
+the DVC cache.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import subprocess
+import sys
+from collections import deque
+from pathlib import Path
+
+import polars as pl
+
+from dlma.compare.methods import METHODS, as_set_params
+from dlma.compare.params import CompareParams
+from dlma.compare.summary import RunResult
+from dlma.core.errors import DlmaError
+
+log = logging.getLogger(__name__)
+SAMPLES = "reports/eval_samples.parquet"
+METRICS = "reports/metrics.json"
+
+
+def experiment_name(group: str, method: str, seed: int) -> str:
+    return f"{group}-{method.replace('_', '-')}-s{seed}"
+
+
+def planned_runs(params: CompareParams) -> list[tuple[str, int, str, list[str]]]:
+    """(method, seed, experiment name, `-S` params) of every trained method and seed."""
+    runs = []
+    for method in params.methods:
+        if METHODS[method] is None:
+            continue
+        for seed in params.seeds:
+            values = {**params.set, **METHODS[method], "generate.seed": seed, "train.seed": seed, "tracking.group": params.name}
+            runs.append((method, seed, experiment_name(params.name, method, seed), as_set_params(values)))
+    return runs
+
+
+def _dvc(root: Path, *args: str, check: bool = True, capture: bool = False) -> subprocess.CompletedProcess:
+    env = os.environ | {"DVC_NO_ANALYTICS": "1"}
+    return subprocess.run(["dvc", *args], cwd=root, env=env, check=check, text=True, capture_output=capture)
+
+
+def _dvc_streamed(root: Path, args: list[str], keep: int = 25) -> tuple[int, list[str]]:
+    """Run dvc with its output shown as it comes; return the exit code and the last lines."""
+    env = os.environ | {"DVC_NO_ANALYTICS": "1"}
+    tail: deque[str] = deque(maxlen=keep)
+    with subprocess.Popen(["dvc", *args], cwd=root, env=env, text=True, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT) as process:
+        for line in process.stdout:
+            sys.stderr.write(line)
+            tail.append(line.rstrip())
+    return process.returncode, list(tail)
+
+
+def run_experiments(params: CompareParams, root: Path, *, queue: bool) -> dict[str, str]:
+    """Run (or queue) every planned experiment; an earlier experiment of the same name is
+    removed first, so rerunning a comparison replaces it. A run that fails (a method that
+    cannot train at this size, say RLAIF with no pair labelled) does not stop the others:
+    returns {experiment: why it failed}, which the report shows."""
+    runs = planned_runs(params)
+    names = [name for _, _, name, _ in runs]
+    _dvc(root, "exp", "remove", *names, check=False, capture=True)  # absent names are not an error here
+    failed = {}
+    for index, (method, seed, name, values) in enumerate(runs, 1):
+        log.info("compare: %s %d/%d (%s, seed %d)", "queueing" if queue else "running", index, len(runs), method, seed)
+        args = ["exp", "run", "--queue" if queue else "--temp", "-n", name]
+        for value in values:
+            args += ["-S", value]
+        code, tail = _dvc_streamed(root, args)
+        if code:
+            errors = [line for line in tail if line.startswith(("error:", "ERROR"))]
+            failed[name] = (errors or tail[-1:] or [f"exit {code}"])[0]
+            log.error("compare: %s failed: %s", name, failed[name])
+    return failed
+
+
+def experiment_commits(root: Path) -> dict[str, str]:
+    """Experiment name -> commit, for experiments based on the current HEAD."""
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, check=True, text=True, capture_output=True).stdout.strip()
+    refs = subprocess.run(["git", "for-each-ref", "--format=%(refname) %(objectname)", "refs/exps"], cwd=root, check=True,
+                          text=True, capture_output=True).stdout.split("\n")
+    found = {}
+    for line in filter(None, refs):
+        ref, commit = line.split()
+        parts = ref.split("/")  # refs/exps/<2>/<38>/<name>
+        if len(parts) >= 5 and parts[2] + parts[3] == head:
+            found[parts[-1]] = commit
+    return found
+
+
+def read_run(root: Path, method: str, seed: int, name: str, commit: str) -> RunResult:
+    import dvc.api
+
+    try:
+        metrics = json.loads(subprocess.run(["git", "show", f"{commit}:{METRICS}"], cwd=root, check=True, text=True,
+                                            capture_output=True).stdout)
+        with dvc.api.open(SAMPLES, repo=str(root), rev=commit, mode="rb") as handle:
+            samples = pl.read_parquet(io.BytesIO(handle.read()))
+    except (subprocess.CalledProcessError, OSError, ValueError) as exc:
+        raise DlmaError(f"cannot read the results of experiment {name} ({commit[:8]}): {exc}") from exc
+    return RunResult(method=method, seed=seed, name=name, samples=samples, metrics=metrics)
+
+
+def collect(params: CompareParams, root: Path, failed: dict[str, str] | None = None) -> tuple[list[RunResult], dict[str, str]]:
+    """The finished runs, and the methods left out with why: a method enters the
+    comparison only with every seed (else its intervals would mix seeds)."""
+    commits = experiment_commits(root)
+    failed = dict(failed or {})
+    plan = planned_runs(params)
+    left_out = {}
+    for method in {m for m, _, _, _ in plan}:
+        missing = [name for m, _, name, _ in plan if m == method and name not in commits]
+        if missing:
+            left_out[method] = "; ".join(f"{name}: {failed.get(name, 'no finished experiment on this commit')}" for name in missing)
+    runs = [read_run(root, m, s, name, commits[name]) for m, s, name, _ in plan if m not in left_out]
+    if not runs:
+        raise DlmaError(f"no method has a finished experiment for every seed on this commit ({left_out}); run `dlma compare` "
+                        "(or `dvc queue start` after `dlma compare --queue`) first")
+    return runs, left_out

@@ -1,0 +1,63 @@
+"""`dlma compare` end to end: every method x seed as a real DVC experiment of a tiny
+project, read back into reports/compare.json / .md, and grouped in MLflow."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+from tests.dvcrepo import DvcRepo
+from tests.pipeline.test_dvc import SMALL, mlflow_runs
+
+pytestmark = pytest.mark.slow
+
+HH_ROWS = [("How do I bake bread?", "Mix flour, water and yeast, then bake.", "No idea, go away."),
+           ("What is a verb?", "A word for an action.", "Whatever."),
+           ("Hi there", "Hello! How can I help?", "What do you want."),
+           ("Name a colour", "Blue.", "I refuse."),
+           ("Count to three", "One, two, three.", "No."),
+           ("Say thanks", "Thank you!", "Why would I.")]
+
+
+def test_compare_runs_every_method_and_seed_and_reports_them(tmp_path_factory, tiny_model_dir):
+    root = tmp_path_factory.mktemp("compare") / "project"
+    root.mkdir()
+    repo = DvcRepo(root, tiny_model_dir, SMALL | {"evaluate": SMALL["evaluate"] | {"judges": ["self_contrast", "refusal", "reward_model"]}})
+    (root / "data" / "hh_pairs.jsonl").write_text("".join(
+        json.dumps({"chosen": f"\n\nHuman: {q}\n\nAssistant: {good}", "rejected": f"\n\nHuman: {q}\n\nAssistant: {bad}"}) + "\n"
+        for q, good, bad in HH_ROWS))
+    params = repo.params()
+    params["human"].update({"source": "data/hh_pairs.jsonl", "limit": None, "holdout_fraction": 0.34, "optional": False})
+    params["reward"].update({"batch_size": 2, "dtype": "float32", "bootstrap": 50})
+    params["compare"].update({"name": "t", "methods": ["dlma", "rlcd", "dpo_human", "base"], "seeds": [0, 1], "bootstrap": 100,
+                              "set": {"train.max_steps": 2}})
+    repo.write_params(params)
+    repo.commit("comparison setup")
+    result = repo.run(sys.executable, "-c", "from dlma.cli import main; main()", "compare")
+    assert "# Comparison `t`" in result.stdout
+    compare = json.loads((root / "reports" / "compare.json").read_text())
+    assert sorted(compare["experiments"]) == sorted(f"t-{m}-s{s}" for m in ("dlma", "rlcd", "dpo-human") for s in (0, 1))
+    assert set(compare["vs_base"]) == {"dlma", "rlcd", "dpo_human"} and compare["seeds"] == [0, 1]
+    assert compare["judges"]["self_contrast"]["independent"] is False and compare["judges"]["reward_model"]["independent"]
+    assert compare["vs_base"]["dlma"]["self_contrast"]["net"]["all"]["seeds"] == 2
+    assert set(compare["refusal"]) == {"base", "dlma", "rlcd", "dpo_human"}
+    report = (root / "reports" / "compare.md").read_text()
+    for method in ("dlma", "rlcd", "dpo_human"):
+        assert f"| {method} |" in report
+    assert "## Judges and their validity" in report and "reward_model" in report
+    # The experiments are DVC experiments: `dvc exp show` lists them with their metrics.
+    shown = repo.run("dvc", "exp", "show", "--json").stdout
+    assert "t-dpo-human-s1" in shown and "win_rate" in shown
+    # MLflow: one parent run of the comparison, every training run of it nested under it.
+    runs = mlflow_runs(repo)
+    parent = [r for r in runs if r.data.tags.get("dlma.role") == "comparison"]
+    assert len(parent) == 1 and parent[0].data.tags["dlma.comparison"] == "t"
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent[0].info.run_id]
+    assert {r.data.tags.get("dvc.experiment") for r in children} == set(compare["experiments"])
+    assert any(k.startswith("vs_base.dlma.self_contrast.net.all") for k in parent[0].data.metrics)
+    # Collecting again reads the same experiments and gives the same numbers.
+    repo.run(sys.executable, "-c", "from dlma.cli import main; main()", "compare", "--collect")
+    again = json.loads((root / "reports" / "compare.json").read_text())
+    assert again["vs_base"] == compare["vs_base"]

@@ -1,0 +1,100 @@
+"""The comparison's statistics: the crossed bootstrap against a loop written here, and the
+summary of synthetic runs against numbers computed here by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+
+from dlma.compare.methods import METHODS, as_set_params
+from dlma.compare.report import render
+from dlma.compare.summary import RunResult, compare_runs
+from dlma.core.errors import DlmaError
+from dlma.evaluate.stats import crossed_bootstrap, paired_difference
+
+
+def test_crossed_bootstrap_against_a_loop():
+    rng = np.random.default_rng(3)
+    values = rng.normal(size=(3, 11))
+    got = crossed_bootstrap(values, samples=400, seed=5)
+    draws = np.random.default_rng(5)
+    seed_draws, prompt_draws = draws.integers(0, 3, size=(400, 3)), draws.integers(0, 11, size=(400, 11))
+    means = [np.mean([values[s, p] for s in seed_draws[b] for p in prompt_draws[b]]) for b in range(400)]
+    assert got["mean"] == pytest.approx(values.mean())
+    assert (got["ci_low"], got["ci_high"]) == pytest.approx(tuple(np.percentile(means, [2.5, 97.5])))
+    assert got["seeds"] == 3 and got["prompts"] == 11
+    # One seed: the same interval as the prompt bootstrap of paired differences.
+    one = crossed_bootstrap(values[:1], samples=400, seed=5)
+    assert one["ci_high"] - one["ci_low"] > 0
+    assert crossed_bootstrap(np.ones((3, 5)), samples=50)["ci_low"] == crossed_bootstrap(np.ones((3, 5)), samples=50)["ci_high"] == 1.0
+    # More seed-to-seed spread, wider interval (same prompts' spread).
+    shifted = values + np.array([[-2.0], [0.0], [2.0]])
+    assert crossed_bootstrap(shifted, samples=400)["ci_high"] - crossed_bootstrap(shifted, samples=400)["ci_low"] > \
+        got["ci_high"] - got["ci_low"]
+    assert paired_difference(values[0], values[0])["difference"] == 0.0
+
+
+PROMPTS = pl.DataFrame({"set": ["heldout", "heldout", "xstest", "xstest"], "id": ["1", "2", "a", "b"],
+                        "harm": ["safe", "harmful", "safe", "harmful"]})
+
+
+def run(method: str, seed: int, verdicts: list[str], reward_gain: list[float], refused: list[bool], *,
+        independent: bool = True, informative: bool = True) -> RunResult:
+    samples = PROMPTS.with_columns(
+        pl.Series("answer_base", [f"base {seed} {i}" for i in range(4)]), pl.Series("answer_aligned", [f"{method} {i}" for i in range(4)]),
+        pl.Series("verdict_rm", verdicts), pl.Series("reward_base", [0.0] * 4), pl.Series("reward_aligned", reward_gain),
+        pl.Series("refusal_base", [False] * 4), pl.Series("refusal_aligned", refused),
+    ).reverse()  # a run may list its prompts in any order
+    entry = {"independent": independent, "informative": informative, "validity": {"labelled_accuracy": 0.7 if informative else 0.5},
+             "not_informative_because": [] if informative else ["labelled accuracy 0.5 < 0.55"]}
+    metrics = {"win_rate": {"rm": entry}, "perplexity": {"base": 8.0, "aligned": 7.0 + seed},
+               "text": {"base": {"mean_tokens": 50.0, "distinct_2": 0.8}, "aligned": {"mean_tokens": 40.0, "distinct_2": 0.7}},
+               "training_data": {"pairs": 10 + seed}, "agreement": {}}
+    return RunResult(method=method, seed=seed, name=f"cmp-{method}-s{seed}", samples=samples, metrics=metrics)
+
+
+def test_compare_runs_by_hand():
+    runs = [run("dlma", 0, ["win", "win", "tie", "lose"], [1.0, 2.0, 0.0, -1.0], [False, True, False, False]),
+            run("dlma", 1, ["win", "tie", "tie", "win"], [0.5, 0.0, 0.0, 1.5], [False, False, False, True]),
+            run("rlcd", 0, ["lose", "tie", "tie", "lose"], [0.0, 0.0, 0.0, 0.0], [False, False, False, False]),
+            run("rlcd", 1, ["tie", "tie", "tie", "tie"], [-1.0, 0.0, 0.0, 0.0], [False, False, False, False])]
+    result = compare_runs(runs, ["dlma", "rlcd", "base"], [0, 1], samples=200)
+    # dlma's signed verdicts: seed 0 (1, 1, 0, -1), seed 1 (1, 0, 0, 1): mean 3/8
+    dlma = result["vs_base"]["dlma"]["rm"]
+    assert dlma["net"]["all"]["mean"] == pytest.approx(3 / 8) and dlma["win"] == pytest.approx(4 / 8)
+    assert dlma["net"]["heldout"]["mean"] == pytest.approx((1 + 1 + 1 + 0) / 4)
+    assert dlma["net"]["xstest"]["mean"] == pytest.approx((0 - 1 + 0 + 1) / 4)
+    assert result["reward"]["dlma"]["all"]["mean"] == pytest.approx(4.0 / 8)
+    # DLMA minus RLCD, paired: verdicts (1,1,0,-1)-(-1,0,0,-1) and (1,0,0,1)-(0,0,0,0)
+    assert result["vs_dlma"]["rlcd"]["net_rm"]["all"]["mean"] == pytest.approx((2 + 1 + 0 + 0 + 1 + 0 + 0 + 1) / 8)
+    assert result["vs_dlma"]["rlcd"]["reward"]["all"]["mean"] == pytest.approx((4.0 - (-1.0)) / 8)  # dlma sums to 4, rlcd to -1
+    # refusal: dlma refused harmful heldout (seed 0) and harmful xstest (seed 1): 2 of 4 harmful
+    assert result["refusal"]["dlma"]["harmful"]["mean"] == pytest.approx(0.5) and result["refusal"]["dlma"]["safe"]["mean"] == 0.0
+    assert result["refusal"]["base"]["harmful"]["mean"] == 0.0
+    assert result["quality"]["dlma"]["perplexity"] == pytest.approx(7.5) and result["quality"]["base"]["perplexity"] == 8.0
+    assert result["quality"]["rlcd"]["generated_pairs"] == [10, 11]
+    assert result["headline"] == {"judges": ["rm"]} and result["prompts"] == {"all": 4, "heldout": 2, "xstest": 2}
+    text = render(result, name="cmp", minutes=1.0, model="tiny")
+    assert "| dlma | +37.5 [" in text and "Headline judges" in text
+    # A judge that fails validity in one run is out of the headline, with the reason.
+    runs[3] = run("rlcd", 1, ["tie"] * 4, [0.0] * 4, [False] * 4, informative=False)
+    result = compare_runs(runs, ["dlma", "rlcd", "base"], [0, 1], samples=50)
+    assert result["headline"]["judges"] == [] and "labelled accuracy 0.5 < 0.55" in result["headline"]["none_because"]["rm"]
+    assert "No headline" in render(result, name="cmp", minutes=None, model="tiny")
+
+
+def test_compare_runs_refuses_mismatched_runs():
+    runs = [run("dlma", 0, ["win"] * 4, [0.0] * 4, [False] * 4)]
+    with pytest.raises(DlmaError, match=r"lacks runs \[\('dlma', 1\)\]"):
+        compare_runs(runs, ["dlma"], [0, 1])
+    other = run("dlma", 1, ["win"] * 4, [0.0] * 4, [False] * 4)
+    runs.append(RunResult("dlma", 1, "x", other.samples.head(3), other.metrics))
+    with pytest.raises(DlmaError, match="judged other prompts"):
+        compare_runs(runs, ["dlma"], [0, 1])
+
+
+def test_method_params_as_dvc_set_params():
+    assert as_set_params(METHODS["rlaif"]) == ["generate.pairs_from=bare", "score.labeller=ab_judge", "filter.swap_negative=true",
+                                               "train.margin_weight=0.0"]
+    assert as_set_params({"evaluate.judges": ["a", "b"], "data.limit": 60}) == ["evaluate.judges=[a, b]", "data.limit=60"]

@@ -1,0 +1,96 @@
+"""The reward stage: trl's RewardTrainer on human-labelled pairs (tiny model), its held-out
+accuracy against a plain forward pass done here, and the judge that reads its folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+import yaml
+from typer.testing import CliRunner
+
+from dlma.cli import app
+from dlma.evaluate.judges import run_judges
+from dlma.model import load_tokenizer
+from dlma.reward.inputs import reward_inputs
+from dlma.reward.run import reward_scores
+from tests.evaluate.test_judges import context
+from tests.helpers import REPO
+
+GOOD = ["Sure, here is a careful and kind answer.", "Happy to help: step one, then step two.", "Yes, gladly, here it is."]
+BAD = ["Go away, idiot.", "No. Stupid question.", "I hate you."]
+
+
+def write_pairs(path: Path, n: int) -> None:
+    rows = [{"chosen": f"\n\nHuman: question {i}?\n\nAssistant: {GOOD[i % 3]}",
+             "rejected": f"\n\nHuman: question {i}?\n\nAssistant: {BAD[i % 3]}"} for i in range(n)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def plain_reward(model, ids: list[int]) -> float:
+    """One sequence, no padding: the head's value at the last token."""
+    with torch.no_grad():
+        return float(model(input_ids=torch.tensor([ids])).logits[0, 0])
+
+
+def test_reward_stage_trains_measures_and_feeds_the_judge(tmp_path, tiny_model_dir, tiny_lm, monkeypatch):
+    from transformers import AutoModelForSequenceClassification
+
+    write_pairs(tmp_path / "hh.jsonl", 24)
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["model"]["base"] = str(tiny_model_dir)
+    params["human"].update({"source": "hh.jsonl", "limit": None, "holdout_fraction": 0.25, "optional": False})
+    params["reward"].update({"peft": "none", "learning_rate": 3.0e-3, "epochs": 4.0, "batch_size": 4, "dtype": "float32",
+                             "bootstrap": 200})
+    params["evaluate"].update({"agreement_sets": [], "prompt_sets": []})
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    monkeypatch.chdir(tmp_path)
+    for args in (["human", "--train", "t.parquet", "--holdout", "h.parquet", "--report", "h.json"],
+                 ["reward", "--train", "t.parquet", "--holdout", "h.parquet", "--out", "models/reward", "--report", "r.json"]):
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 0, (args[0], result.output)
+    report = json.loads(Path("r.json").read_text())
+    assert report["train_pairs"] == 18 and report["steps"] == 4 * 5  # 4 epochs of ceil(18 / 4) batches
+    assert report["final_loss"] < report["first_loss"]  # a separable preference is learnt
+    assert (Path("models/reward") / "model.safetensors").is_file()
+    # Held-out accuracy, recomputed here one pair at a time with no padding.
+    model = AutoModelForSequenceClassification.from_pretrained("models/reward").eval()
+    tokenizer = load_tokenizer("models/reward")
+    holdout = pl.read_parquet("h.parquet")
+    right = [plain_reward(model, reward_inputs(tokenizer, q, c)) > plain_reward(model, reward_inputs(tokenizer, q, r))
+             for q, c, r in zip(holdout["prompt"], holdout["chosen"], holdout["rejected"])]
+    assert report["holdout"]["accuracy"] == pytest.approx(np.mean(right)) and report["holdout"]["pairs"] == 6
+    assert report["holdout"]["ci_low"] <= report["holdout"]["accuracy"] <= report["holdout"]["ci_high"]
+    # Batched, padded scoring gives the same rewards as one sequence at a time.
+    sequences = [reward_inputs(tokenizer, q, a) for q, a in zip(holdout["prompt"], holdout["chosen"])] + [[5, 6]]
+    np.testing.assert_allclose(reward_scores(model, tokenizer.pad_token_id, sequences, batch_size=3),
+                               [plain_reward(model, s) for s in sequences], rtol=1e-4, atol=1e-5)
+    # The judge reads the folder: verdicts from the rewards, validity from the labelled
+    # sets, and the held-out accuracy from the card.
+    ctx = context(tiny_lm, reward_model="models/reward", judges=["reward_model"])
+    ctx.labelled = {"mine": holdout.select("prompt", "chosen", "rejected")}
+    judged = run_judges(["reward_model"], ctx)["reward_model"]
+    aligned = [plain_reward(model, reward_inputs(tokenizer, q, a)) for q, a in zip(ctx.queries, ctx.aligned)]
+    base = [plain_reward(model, reward_inputs(tokenizer, q, a)) for q, a in zip(ctx.queries, ctx.base)]
+    assert judged.verdicts == ["win" if a > b else "lose" if a < b else "tie" for a, b in zip(aligned, base)]
+    assert judged.validity["labelled_accuracy"] == pytest.approx(np.mean(right))
+    assert judged.validity["holdout_accuracy"] == report["holdout"]["accuracy"]
+
+
+def test_no_human_pairs_skips_the_reward_judge_and_says_so(tmp_path, tiny_lm, monkeypatch):
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["human"].update({"source": "missing.jsonl", "optional": True})
+    params["evaluate"].update({"agreement_sets": [], "prompt_sets": []})
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    monkeypatch.chdir(tmp_path)
+    for args in (["human", "--train", "t.parquet", "--holdout", "h.parquet", "--report", "h.json"],
+                 ["reward", "--train", "t.parquet", "--holdout", "h.parquet", "--out", "models/reward", "--report", "r.json"]):
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 0, (args[0], result.output)
+    assert "skipped" in json.loads(Path("r.json").read_text())
+    judged = run_judges(["reward_model"], context(tiny_lm, reward_model="models/reward", judges=["reward_model"]))["reward_model"]
+    assert judged.verdicts is None and "no human-labelled pairs" in judged.metrics["reward_model"]["skipped"]
