@@ -41,7 +41,8 @@ def main(
     if params.pairs_from == "human":  # dpo_human: nothing to sample
         if human is None:
             raise DlmaError("generate.pairs_from is human: pass --human (the human stage's training pairs)")
-        result, summary = human_pairs(pl.read_parquet(human), str(human))
+        # as many pairs as there are training prompts: the same budget as the other methods
+        result, summary = human_pairs(pl.read_parquet(human), str(human), budget=pl.read_parquet(prompts).height)
         write_parquet(result, out)
         write_json(summary, report)
         log.info("wrote %d human-labelled pairs to %s", result.height, out)

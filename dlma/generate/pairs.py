@@ -64,17 +64,22 @@ def generate_pairs(model, tokenizer, frame: pl.DataFrame, prompts: PromptsParams
     return result, report
 
 
-def human_pairs(frame: pl.DataFrame, source: str) -> tuple[pl.DataFrame, dict]:
-    """The generate table of the dpo_human method: each human-labelled pair as it is, the
+def human_pairs(frame: pl.DataFrame, source: str, budget: int) -> tuple[pl.DataFrame, dict]:
+    """The generate table of the dpo_human method: human-labelled pairs as they are, the
     human-preferred answer on the positive side. Nothing is sampled; the answers are
-    complete texts (scored and trained with EOS, as the official code encodes text)."""
+    complete texts (scored and trained with EOS, as the official code encodes text).
+    At most `budget` pairs (the number of training prompts the other methods get, one
+    pair each), so every method trains on the same number of pairs; the human table is
+    a seeded random draw, so its first rows are a random subset."""
     if frame.height == 0:
         raise DlmaError(f"generate.pairs_from is human but '{source}' has no pairs; check human.source (reports/human.json says why)")
+    frame = frame.head(budget)
     result = frame.select("id", "prompt", "category", "pair").with_columns(
         frame["chosen"].alias("response_pos"), frame["rejected"].alias("response_neg"),
         pl.lit("eos").alias("finish_pos"), pl.lit("eos").alias("finish_neg"),
     )
     report = {"rows_in": frame.height, "rows_out": result.height, "skipped": {"prompt_too_long": 0}, "source": "human",
+              "budget": budget,
               "responses": 2 * result.height, "complete_responses": 2 * result.height, "complete_share": 1.0,
               "complete_pairs_share": 1.0, "rows_per_pair": dict(sorted(result.group_by("pair").len().iter_rows()))}
     return result, report

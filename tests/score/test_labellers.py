@@ -116,7 +116,7 @@ def test_dpo_human_reads_hh_pairs_through_the_stages(tmp_path, tiny_model_dir, t
     (tmp_path / "hh.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["model"]["base"] = str(tiny_model_dir)
-    params["data"].update({"source": str(REPO / "data" / "prompts.jsonl"), "limit": 6})
+    params["data"].update({"source": str(REPO / "data" / "prompts.jsonl"), "limit": 4})  # 3 training prompts
     params["human"].update({"source": "hh.jsonl", "format": "hh", "limit": None, "holdout_fraction": 0.2, "optional": False})
     params["generate"]["pairs_from"] = "human"
     params["score"].update({"labeller": "human", "dtype": "float32"})
@@ -129,8 +129,9 @@ def test_dpo_human_reads_hh_pairs_through_the_stages(tmp_path, tiny_model_dir, t
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("DVC_ROOT", raising=False)
     for args in (["model", "--out", "model.json"],
+                 ["prepare", "--train", "train.parquet", "--eval", "eval.parquet", "--report", "prepare.json"],
                  ["human", "--train", "human.parquet", "--holdout", "holdout.parquet", "--report", "h.json"],
-                 ["generate", "--prompts", "unused.parquet", "--human", "human.parquet", "--model-id", "model.json",
+                 ["generate", "--prompts", "train.parquet", "--human", "human.parquet", "--model-id", "model.json",
                   "--out", "gen.parquet", "--report", "g.json"],
                  ["score", "--generated", "gen.parquet", "--model-id", "model.json", "--out", "scored.parquet", "--report", "s.json"],
                  ["filter", "--scored", "scored.parquet", "--out", "prefs.parquet", "--report", "f.json"],
@@ -140,7 +141,10 @@ def test_dpo_human_reads_hh_pairs_through_the_stages(tmp_path, tiny_model_dir, t
         assert result.exit_code == 0, (args[0], result.output)
     prefs = pl.read_parquet("prefs.parquet")
     by_query = {q: (good, bad) for q, good, bad in dialogues}
-    assert prefs.height == 4 and pl.read_parquet("holdout.parquet").height == 1
+    # 4 human training pairs, but the budget of the other methods is 3 (one per training prompt)
+    assert pl.read_parquet("train.parquet").height == 3 and pl.read_parquet("human.parquet").height == 4
+    assert prefs.height == 3 and pl.read_parquet("holdout.parquet").height == 1
+    assert prefs["id"].to_list() == pl.read_parquet("human.parquet")["id"].head(3).to_list()
     for query, chosen, rejected in zip(prefs["prompt"], prefs["chosen"], prefs["rejected"]):
         assert (chosen, rejected) == by_query[query]  # the human label, never swapped
     assert (prefs["margin"] == 1.0).all()
@@ -155,7 +159,7 @@ def test_dpo_human_reads_hh_pairs_through_the_stages(tmp_path, tiny_model_dir, t
     params["human"].update({"source": "missing.jsonl", "optional": True})
     Path("params.yaml").write_text(yaml.safe_dump(params))
     for args in (["human", "--train", "human.parquet", "--holdout", "holdout.parquet", "--report", "h.json"],
-                 ["generate", "--prompts", "unused.parquet", "--human", "human.parquet", "--model-id", "model.json",
+                 ["generate", "--prompts", "train.parquet", "--human", "human.parquet", "--model-id", "model.json",
                   "--out", "gen.parquet", "--report", "g.json"]):
         result = CliRunner().invoke(app, args)
     assert result.exit_code == 2 and "generate.pairs_from is human but 'human.parquet' has no pairs" in result.output
