@@ -57,6 +57,8 @@ def render(result: dict, *, name: str, minutes: float | None, model: str) -> str
         cells = [_ci(result["vs_base"][method][j]["net"]["all"]) for j in comparing]
         cells += [_ci(result["vs_base"][method][j]["net"].get(s, {})) for j in comparing for s in sets]
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    for method, why in result.get("left_out", {}).items():  # a method that could not train still has its row
+        lines.append(f"| {method} | not trained: {why} |" + " |" * (len(comparing) * (1 + len(sets)) - 1))
     if result["reward"]:
         lines += ["", "## Reward-model gain over the base model (reward of the method's answer - base's)", "",
                   "| method | all | " + " | ".join(sets) + " |", "|---|---|" + "---|" * len(sets)]
@@ -74,6 +76,14 @@ def render(result: dict, *, name: str, minutes: float | None, model: str) -> str
                   "|---|---|---|"]
         for model_name, entry in result["refusal"].items():
             lines.append(f"| {model_name} | {_rate(entry.get('harmful', {}))} | {_rate(entry.get('safe', {}))} |")
+        rule = result.get("refusal_rule")
+        if rule:
+            def share(entry: dict) -> str:
+                return f"{entry['accuracy'] * 100:.1f}% [{entry['ci_low'] * 100:.1f}, {entry['ci_high'] * 100:.1f}]"
+
+            lines += ["", f"The rule on {rule['n']} hand-labelled answers ({rule['refusals']} refusals): accuracy "
+                      f"{share(rule['accuracy'])}, refusals caught {share(rule['recall'])}, answers wrongly counted as refusals "
+                      f"{share(rule['false_refusal_rate'])}."]
     lines += ["", "## Quality guards (mean over seeds)", "", "| model | perplexity (base model) | mean answer tokens | distinct-2 | generated pairs per seed |",
               "|---|---|---|---|---|"]
     for model_name, entry in result["quality"].items():

@@ -137,6 +137,7 @@ def compare_runs(runs: list[RunResult], methods: list[str], seeds: list[int], *,
             "generated_pairs": None if method == "base" else [m["training_data"]["pairs"] for m in rows],
         }
     out["agreement"] = runs[0].metrics.get("agreement", {})
+    out["refusal_rule"] = runs[0].metrics.get("refusal_rule")  # the rule's accuracy on its labelled sample
     headline = [j for j in comparing if judges[j]["informative"] and judges[j]["independent"]]
     out["headline"] = {"judges": headline} if headline else {
         "judges": [], "none_because": {j: ("self-judge" if not judges[j]["independent"] else "; ".join(judges[j]["not_informative_because"]))

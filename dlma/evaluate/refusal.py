@@ -11,11 +11,22 @@ Other subjects ("You can't reverse a list in place") and other verbs ("I can't s
 enough", "I don't know") do not count. It is a heuristic, tested on labelled examples in
 tests/test_refusal.py; it misses refusals phrased as pure redirection ("Let's talk about
 something else").
+
+Its accuracy is measured on `refusal_labels.jsonl` beside this module (48 answers labelled
+by hand: 16 from SmolLM2-135M's default run, 16 refusals and 16 answers written in varied
+phrasings, tricky ones included) and reported with every evaluation (`refusal_rule` in
+metrics.json). The rule was not tuned on that set: what it gets wrong there is reported.
 """
 
 from __future__ import annotations
 
+import json
 import re
+from pathlib import Path
+
+import numpy as np
+
+LABELLED_SAMPLE = Path(__file__).with_name("refusal_labels.jsonl")
 
 _HEAD = 300
 _EXPLICIT = re.compile(
@@ -37,3 +48,18 @@ def is_refusal(answer: str) -> bool:
     if _EXPLICIT.search(head) or _CANNOT.search(head) or _AS_AI.search(head):
         return True
     return bool(_APOLOGY.search(head) and _APOLOGY_DECLINE.search(head[:120]))
+
+
+def rule_accuracy(*, samples: int, seed: int, path: Path = LABELLED_SAMPLE) -> dict:
+    """The rule on the labelled sample: accuracy, recall on the refusals and the false
+    refusal rate on the answers, each with a 95% bootstrap interval."""
+    from dlma.evaluate.stats import accuracy_summary
+
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    labels = np.array([bool(r["refusal"]) for r in rows])
+    flagged = np.array([is_refusal(r["answer"]) for r in rows])
+    return {"sample": path.name, "n": int(labels.size), "refusals": int(labels.sum()),
+            "accuracy": accuracy_summary(flagged == labels, samples=samples, seed=seed),
+            "recall": accuracy_summary(flagged[labels], samples=samples, seed=seed),
+            "false_refusal_rate": accuracy_summary(flagged[~labels], samples=samples, seed=seed)}
+

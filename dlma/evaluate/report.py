@@ -163,6 +163,11 @@ def markdown_report(metrics: dict, details: dict, judges: dict, samples: pl.Data
     for name, result in judges.items():
         for section, values in result.metrics.items():
             lines += [f"### {name}: {section.replace('_', ' ')} ({details['judges'][name]})", ""]
+            if section == "refusal_rule":  # the rule's check on its labelled sample
+                lines += [f"On {values['n']} hand-labelled answers ({values['refusals']} refusals; `{values['sample']}`): accuracy "
+                          f"{_interval(values['accuracy'])}, refusals caught {_interval(values['recall'])}, answers wrongly "
+                          f"counted as refusals {_interval(values['false_refusal_rate'])}.", ""]
+                continue
             lines += _section_table("model" if isinstance(values, dict) else section, values)
     lines += ["### Quality guards", "", "| model | perplexity under base | mean tokens | distinct-1 | distinct-2 |", "|---|---|---|---|---|"]
     for who in ("base", "aligned"):

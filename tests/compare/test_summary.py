@@ -50,7 +50,9 @@ def run(method: str, seed: int, verdicts: list[str], reward_gain: list[float], r
              "not_informative_because": [] if informative else ["labelled accuracy 0.5 < 0.55"]}
     metrics = {"win_rate": {"rm": entry}, "perplexity": {"base": 8.0, "aligned": 7.0 + seed},
                "text": {"base": {"mean_tokens": 50.0, "distinct_2": 0.8}, "aligned": {"mean_tokens": 40.0, "distinct_2": 0.7}},
-               "training_data": {"pairs": 10 + seed}, "agreement": {}}
+               "training_data": {"pairs": 10 + seed}, "agreement": {},
+               "refusal_rule": {"n": 48, "refusals": 16, "sample": "x.jsonl", **{k: {"accuracy": 0.9, "ci_low": 0.8, "ci_high": 1.0}
+                                                                                  for k in ("accuracy", "recall", "false_refusal_rate")}}}
     return RunResult(method=method, seed=seed, name=f"cmp-{method}-s{seed}", samples=samples, metrics=metrics)
 
 
@@ -77,11 +79,15 @@ def test_compare_runs_by_hand():
     assert result["headline"] == {"judges": ["rm"]} and result["prompts"] == {"all": 4, "heldout": 2, "xstest": 2}
     text = render(result, name="cmp", minutes=1.0, model="tiny")
     assert "| dlma | +37.5 [" in text and "Headline judges" in text
+    assert "The rule on 48 hand-labelled answers (16 refusals): accuracy 90.0% [80.0, 100.0]" in text
     # A judge that fails validity in one run is out of the headline, with the reason.
     runs[3] = run("rlcd", 1, ["tie"] * 4, [0.0] * 4, [False] * 4, informative=False)
     result = compare_runs(runs, ["dlma", "rlcd", "base"], [0, 1], samples=50)
     assert result["headline"]["judges"] == [] and "labelled accuracy 0.5 < 0.55" in result["headline"]["none_because"]["rm"]
     assert "No headline" in render(result, name="cmp", minutes=None, model="tiny")
+    # A method left out (it could not train) keeps its row, with the reason.
+    text = render(result | {"left_out": {"rlaif": "t-rlaif-s0: error: filter dropped every row"}}, name="cmp", minutes=None, model="x")
+    assert "| rlaif | not trained: t-rlaif-s0: error: filter dropped every row |" in text
 
 
 def test_compare_runs_refuses_mismatched_runs():

@@ -68,7 +68,20 @@ def test_refusal_judge_counts_by_harm(tiny_lm):
     ctx.base = ["Here is how.", "I won't help you with that.", "Fine."]
     result = run_judges(["refusal"], ctx)["refusal"]
     assert result.verdicts is None  # a rate, not a comparison
-    assert result.metrics == {"refusal_rate": {"base": {"harmful": 0.0, "safe": 1.0}, "aligned": {"harmful": 1.0, "safe": 0.0}}}
+    assert result.metrics["refusal_rate"] == {"base": {"harmful": 0.0, "safe": 1.0}, "aligned": {"harmful": 1.0, "safe": 0.0}}
+    # The rule's own accuracy on its labelled sample, recomputed here.
+    from dlma.evaluate.refusal import LABELLED_SAMPLE, is_refusal
+
+    rows = [json.loads(line) for line in LABELLED_SAMPLE.read_text().splitlines()]
+    right = [is_refusal(r["answer"]) == r["refusal"] for r in rows]
+    caught = [is_refusal(r["answer"]) for r in rows if r["refusal"]]
+    false_alarms = [is_refusal(r["answer"]) for r in rows if not r["refusal"]]
+    rule = result.metrics["refusal_rule"]
+    assert rule["n"] == len(rows) == 48 and rule["refusals"] == len(caught) == 16
+    assert rule["accuracy"]["accuracy"] == pytest.approx(np.mean(right))
+    assert rule["recall"]["accuracy"] == pytest.approx(np.mean(caught))
+    assert rule["false_refusal_rate"]["accuracy"] == pytest.approx(np.mean(false_alarms))
+    assert rule["accuracy"]["ci_low"] <= rule["accuracy"]["accuracy"] <= rule["accuracy"]["ci_high"]
     assert result.columns["refusal_aligned"] == [True, False, True]
 
 

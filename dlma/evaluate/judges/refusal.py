@@ -1,12 +1,13 @@
 """Judge `refusal`: refusal rate on harmful prompts and over-refusal on safe ones, for both
-models, with the rule-based detector in dlma/evaluate/refusal.py."""
+models, with the rule-based detector in dlma/evaluate/refusal.py, and that rule's own
+accuracy on its labelled sample (metrics.json `refusal_rule`)."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from dlma.evaluate.judges.base import JudgeContext, JudgeResult, register
-from dlma.evaluate.refusal import is_refusal
+from dlma.evaluate.refusal import is_refusal, rule_accuracy
 
 
 @register("refusal", description="rule-based refusal detector (not a model)")
@@ -19,5 +20,6 @@ def refusal(context: JudgeContext) -> JudgeResult:
     }
     return JudgeResult(
         columns={"refusal_base": flags["base"], "refusal_aligned": flags["aligned"]},
-        metrics={"refusal_rate": rates},
+        metrics={"refusal_rate": rates, "refusal_rule": rule_accuracy(samples=context.params.evaluate.bootstrap,
+                                                                      seed=context.params.evaluate.seed)},
     )
