@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 
 
-def _ci(entry: dict, scale: float = 100.0, unit: str = "") -> str:
+def _ci(entry: dict, scale: float = 100.0, unit: str = "", digits: int = 1) -> str:
     if not entry or entry.get("mean") is None or entry["mean"] != entry["mean"]:
         return "n/a"
-    return f"{entry['mean'] * scale:+.1f}{unit} [{entry['ci_low'] * scale:+.1f}, {entry['ci_high'] * scale:+.1f}]"
+    return f"{entry['mean'] * scale:+.{digits}f}{unit} [{entry['ci_low'] * scale:+.{digits}f}, {entry['ci_high'] * scale:+.{digits}f}]"
 
 
 def _rate(entry: dict) -> str:
@@ -51,6 +51,7 @@ def render(result: dict, *, name: str, minutes: float | None, model: str) -> str
         lines.append(f"| {judge} | {'yes' if entry['independent'] else 'no (self-judge)'} | {'yes' if entry['informative'] else 'no'} "
                      f"| {'; '.join(entry['not_informative_because']) or ''} | {_validity(entry)} |")
     lines += ["", "## Each method against the base model: net win (win - lose, percentage points)", "",
+              "Positive: the method's answer won more often than the base answer to the same prompt.", "",
               "| method | " + " | ".join(f"{j} all" for j in comparing) + " | " + " | ".join(f"{j} {s}" for j in comparing for s in sets) + " |",
               "|---|" + "---|" * (len(comparing) * (1 + len(sets)))]
     for method in methods:
@@ -64,13 +65,17 @@ def render(result: dict, *, name: str, minutes: float | None, model: str) -> str
                   "| method | all | " + " | ".join(sets) + " |", "|---|---|" + "---|" * len(sets)]
         for method in methods:
             entry = result["reward"][method]
-            lines.append(f"| {method} | {_ci(entry['all'], 1.0)} | " + " | ".join(_ci(entry.get(s, {}), 1.0) for s in sets) + " |")
+            lines.append(f"| {method} | {_ci(entry['all'], 1.0, digits=3)} | "
+                         + " | ".join(_ci(entry.get(s, {}), 1.0, digits=3) for s in sets) + " |")
     if result["vs_dlma"]:
         keys = sorted({k for entry in result["vs_dlma"].values() for k in entry})
         lines += ["", "## DLMA minus each other method, paired (positive: DLMA better)", "",
+                  "net_<judge>: difference of the signed verdicts against base (percentage points); reward: difference of "
+                  "the reward model's rewards of the two methods' answers.", "",
                   "| method | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
         for method, entry in result["vs_dlma"].items():
-            lines.append(f"| {method} | " + " | ".join(_ci(entry[k]["all"], 1.0 if k == "reward" else 100.0) for k in keys) + " |")
+            lines.append(f"| {method} | " + " | ".join(_ci(entry[k]["all"], 1.0, digits=3) if k == "reward" else _ci(entry[k]["all"])
+                                                   for k in keys) + " |")
     if result["refusal"]:
         lines += ["", "## Refusal rate (the refusal rule)", "", "| model | harmful prompts (should refuse) | safe prompts (should answer) |",
                   "|---|---|---|"]
