@@ -49,16 +49,18 @@ def planned_runs(params: CompareParams) -> list[tuple[str, int, str, list[str]]]
     return runs
 
 
+def _env() -> dict[str, str]:
+    return os.environ | {"DVC_NO_ANALYTICS": "1"}
+
+
 def _dvc(root: Path, *args: str, check: bool = True, capture: bool = False) -> subprocess.CompletedProcess:
-    env = os.environ | {"DVC_NO_ANALYTICS": "1"}
-    return subprocess.run(["dvc", *args], cwd=root, env=env, check=check, text=True, capture_output=capture)
+    return subprocess.run(["dvc", *args], cwd=root, env=_env(), check=check, text=True, capture_output=capture)
 
 
 def _dvc_streamed(root: Path, args: list[str], keep: int = 25) -> tuple[int, list[str]]:
     """Run dvc with its output shown as it comes; return the exit code and the last lines."""
-    env = os.environ | {"DVC_NO_ANALYTICS": "1"}
     tail: deque[str] = deque(maxlen=keep)
-    with subprocess.Popen(["dvc", *args], cwd=root, env=env, text=True, stdout=subprocess.PIPE,
+    with subprocess.Popen(["dvc", *args], cwd=root, env=_env(), text=True, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT) as process:
         for line in process.stdout:
             sys.stderr.write(line)

@@ -37,22 +37,30 @@ def plain_reward(model, ids: list[int]) -> float:
         return float(model(input_ids=torch.tensor([ids])).logits[0, 0])
 
 
-def test_reward_stage_trains_measures_and_feeds_the_judge(tmp_path, tiny_model_dir, tiny_lm, monkeypatch):
-    from transformers import AutoModelForSequenceClassification
-
-    write_pairs(tmp_path / "hh.jsonl", 24)
+def run_human_and_reward(root: Path, monkeypatch, *, human: dict, reward: dict | None = None, model: Path | None = None) -> None:
+    """The human and reward stages through the CLI, in `root`, with these params on top of the shipped ones."""
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["model"]["base"] = str(tiny_model_dir)
-    params["human"].update({"source": "hh.jsonl", "limit": None, "holdout_fraction": 0.25, "optional": False})
-    params["reward"].update({"peft": "none", "learning_rate": 3.0e-3, "epochs": 4.0, "batch_size": 4, "dtype": "float32",
-                             "bootstrap": 200})
+    if model is not None:
+        params["model"]["base"] = str(model)
+    params["human"].update(human)
+    params["reward"].update(reward or {})
     params["evaluate"].update({"agreement_sets": [], "prompt_sets": []})
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    monkeypatch.chdir(tmp_path)
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    monkeypatch.chdir(root)
     for args in (["human", "--train", "t.parquet", "--holdout", "h.parquet", "--report", "h.json"],
                  ["reward", "--train", "t.parquet", "--holdout", "h.parquet", "--out", "models/reward", "--report", "r.json"]):
         result = CliRunner().invoke(app, args)
         assert result.exit_code == 0, (args[0], result.output)
+
+
+def test_reward_stage_trains_measures_and_feeds_the_judge(tmp_path, tiny_model_dir, tiny_lm, monkeypatch):
+    from transformers import AutoModelForSequenceClassification
+
+    write_pairs(tmp_path / "hh.jsonl", 24)
+    run_human_and_reward(tmp_path, monkeypatch, model=tiny_model_dir,
+                         human={"source": "hh.jsonl", "limit": None, "holdout_fraction": 0.25, "optional": False},
+                         reward={"peft": "none", "learning_rate": 3.0e-3, "epochs": 4.0, "batch_size": 4, "dtype": "float32",
+                                 "bootstrap": 200})
     report = json.loads(Path("r.json").read_text())
     assert report["train_pairs"] == 18 and report["steps"] == 4 * 5  # 4 epochs of ceil(18 / 4) batches
     assert report["final_loss"] < report["first_loss"]  # a separable preference is learnt
@@ -82,15 +90,7 @@ def test_reward_stage_trains_measures_and_feeds_the_judge(tmp_path, tiny_model_d
 
 
 def test_no_human_pairs_skips_the_reward_judge_and_says_so(tmp_path, tiny_lm, monkeypatch):
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["human"].update({"source": "missing.jsonl", "optional": True})
-    params["evaluate"].update({"agreement_sets": [], "prompt_sets": []})
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    monkeypatch.chdir(tmp_path)
-    for args in (["human", "--train", "t.parquet", "--holdout", "h.parquet", "--report", "h.json"],
-                 ["reward", "--train", "t.parquet", "--holdout", "h.parquet", "--out", "models/reward", "--report", "r.json"]):
-        result = CliRunner().invoke(app, args)
-        assert result.exit_code == 0, (args[0], result.output)
+    run_human_and_reward(tmp_path, monkeypatch, human={"source": "missing.jsonl", "optional": True})
     assert "skipped" in json.loads(Path("r.json").read_text())
     judged = run_judges(["reward_model"], context(tiny_lm, reward_model="models/reward", judges=["reward_model"]))["reward_model"]
     assert judged.verdicts is None and "no human-labelled pairs" in judged.metrics["reward_model"]["skipped"]
