@@ -10,6 +10,7 @@ import typer
 
 from dlma.compare import command as compare_command
 from stages import (
+    agreement,
     evaluate,
     generate,
     human,
@@ -26,8 +27,8 @@ from stages import filter as filter_stage
 app = typer.Typer(
     help=(
         "DLMA: align a language model without human labels. The pipeline is "
-        "model -> prepare -> generate -> score -> filter -> train -> evaluate (with sets, and human -> reward for the "
-        "reward-model judge); run it all with `dvc repro`, "
+        "model -> prepare -> generate -> score -> filter -> train -> evaluate (with sets, human -> reward for the "
+        "reward-model judge, and agreement: every labeller against human labels); run it all with `dvc repro`, "
         "or one stage at a time with these commands (paths as in dvc.yaml)."
     ),
     no_args_is_help=True,
@@ -41,6 +42,7 @@ app.command("filter")(filter_stage.main)
 app.command("sets")(sets.main)
 app.command("recover")(recover.main)
 app.command("train")(train.main)
+app.command("agreement")(agreement.main)
 app.command("evaluate")(evaluate.main)
 app.command("human")(human.main)
 app.command("reward")(reward.main)

@@ -1,9 +1,9 @@
-"""Stage `evaluate`: is the aligned model better, measured the paper's two ways?
+"""Stage `evaluate`: is the aligned model better than the base model, by judges that say how far they can be trusted?
 
     python -m stages.evaluate --eval-prompts data/prompts_eval.parquet --model-id data/model.json \
         --aligned models/dlma --scored data/scored.parquet --curve reports/plots/train.csv --sets data/eval_sets.json \
-        --metrics reports/metrics.json --samples reports/eval_samples.parquet \
-        --agreement-samples reports/agreement_samples.parquet --report reports/report.md \
+        --agreement reports/agreement.json --agreement-samples reports/agreement_samples.parquet \
+        --metrics reports/metrics.json --samples reports/eval_samples.parquet --report reports/report.md \
         --score-hist reports/plots/score_hist.csv --win-rate reports/plots/win_rate.csv \
         --figure-score-hist reports/figures/score_hist.png --figure-win-rate reports/figures/win_rate.png \
         --figure-train-curve reports/figures/train_curve.png
@@ -40,9 +40,10 @@ def main(
     scored: Path = typer.Option(..., help="input: scored pairs, for the score histogram"),
     curve: Path = typer.Option(..., help="input: training curve CSV"),
     sets: Path = typer.Option(None, help="input: evaluation sets' identities from the sets stage (checked when given)"),
+    agreement: Path = typer.Option(..., help="input: the agreement stage's summary (JSON), for the report"),
+    agreement_samples: Path = typer.Option(..., help="input: the agreement stage's per-pair verdicts (Parquet), the judges' validity"),
     metrics: Path = typer.Option(..., help="output: headline metrics (JSON)"),
     samples: Path = typer.Option(..., help="output: every prompt, both answers, every verdict (Parquet)"),
-    agreement_samples: Path = typer.Option(..., help="output: per-pair verdicts on the labelled sets (Parquet)"),
     report: Path = typer.Option(..., help="output: the Markdown report"),
     score_hist: Path = typer.Option(..., help="output: score histogram plot data (CSV)"),
     win_rate: Path = typer.Option(..., help="output: win / tie / lose plot data (CSV)"),
@@ -51,10 +52,10 @@ def main(
     figure_train_curve: Path = typer.Option(..., help="output: training curve (PNG)"),
     params_file: Path = typer.Option(Path("params.yaml"), "--params", help="params file"),
 ) -> None:
-    """Evaluate the aligned model against the base model and the score against human labels."""
+    """Evaluate the aligned model against the base model; report the label agreement beside it."""
     config = EvaluateConfig.load(params_file)
-    inputs = EvaluateInputs(eval_prompts, model_id, aligned, scored, curve, sets)
-    outputs = EvaluateOutputs(metrics, samples, agreement_samples, report, score_hist, win_rate,
+    inputs = EvaluateInputs(eval_prompts, model_id, aligned, scored, curve, agreement, agreement_samples, sets)
+    outputs = EvaluateOutputs(metrics, samples, report, score_hist, win_rate,
                               figure_score_hist, figure_win_rate, figure_train_curve)
     evaluation = evaluate(config, inputs)
     write_outputs(evaluation, inputs, outputs)  # the main process writes (dlma.core.io)

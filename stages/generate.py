@@ -7,6 +7,8 @@
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
 from pathlib import Path
 
@@ -16,13 +18,29 @@ import typer
 from dlma.core.config import load_section
 from dlma.core.errors import DlmaError
 from dlma.core.io import write_json, write_parquet
+from dlma.core.parallel import world_size
 from dlma.core.stage import stage_entry
 from dlma.generate.pairs import generate_pairs, human_pairs
 from dlma.generate.params import GenerateParams
+from dlma.generate.vllm_engine import sample_with_vllm
 from dlma.lm.prompts import PromptsParams
-from dlma.model import ModelParams, load_checked
+from dlma.model import ModelParams, load_checked, load_tokenizer, resolve_model
 
 log = logging.getLogger(__name__)
+
+
+def checked_tokenizer(model_params: ModelParams, model_id: Path):
+    """The tokenizer of model.base, after checking it is the model the model stage recorded
+    (what load_checked does, without loading the weights into this process)."""
+    resolved = resolve_model(model_params.base)
+    try:
+        recorded = json.loads(Path(model_id).read_text())
+    except (OSError, ValueError) as exc:
+        raise DlmaError(f"cannot read model identity '{model_id}' ({exc}); run the model stage first") from exc
+    if recorded.get("sha256") != resolved.sha256:
+        raise DlmaError(f"model '{model_params.base}' changed since '{model_id}' was written; run `dvc repro` so every stage "
+                        "uses the same model")
+    return load_tokenizer(resolved.path, trust_remote_code=model_params.trust_remote_code), resolved
 
 
 @stage_entry
@@ -47,11 +65,19 @@ def main(
         write_json(summary, report)
         log.info("wrote %d human-labelled pairs to %s", result.height, out)
         return
+    if params.engine == "vllm" and world_size() > 1:
+        raise DlmaError("generate.engine is vllm: run it as one process (run.processes: 1); vLLM spreads the work over "
+                        "the GPUs itself")
     frame = pl.read_parquet(prompts)
     if frame.height == 0:
         raise DlmaError(f"'{prompts}' has no prompts")
-    model, tokenizer, _ = load_checked(model_params, model_id, params.dtype)
-    result, summary = generate_pairs(model, tokenizer, frame, prompt_params, params)
+    if params.engine == "vllm":  # vLLM samples in its own process; this one only needs the tokenizer
+        tokenizer, resolved = checked_tokenizer(model_params, model_id)
+        sampler = functools.partial(sample_with_vllm, str(resolved.path), tokenizer, params=params)
+        result, summary = generate_pairs(None, tokenizer, frame, prompt_params, params, sampler=sampler)
+    else:
+        model, tokenizer, _ = load_checked(model_params, model_id, params.dtype)
+        result, summary = generate_pairs(model, tokenizer, frame, prompt_params, params)
     write_parquet(result, out)
     write_json(summary, report)
     log.info("wrote %d rows to %s: %s", result.height, out, summary)

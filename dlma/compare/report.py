@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from dlma.agreement.report import agreement_lines
+
 
 def _ci(entry: dict, scale: float = 100.0, unit: str = "", digits: int = 1) -> str:
     if not entry or entry.get("mean") is None or entry["mean"] != entry["mean"]:
@@ -94,21 +96,11 @@ def render(result: dict, *, name: str, minutes: float | None, model: str) -> str
     for model_name, entry in result["quality"].items():
         lines.append(f"| {model_name} | {entry['perplexity']:.2f} | {entry['mean_tokens']:.1f} | {entry['distinct_2']:.3f} | "
                      f"{entry['generated_pairs'] or ''} |")
-    lines += ["", "## Label agreement with human labels (base model as labeller)", "",
-              "| set | rows | contrastive | A/B judge (where both orders agree) | likelihood | contrastive - likelihood |",
-              "|---|---|---|---|---|---|"]
-    for set_name, entry in result["agreement"].items():
-        if "rows" not in entry:
-            continue
-        ab = entry["ab_judge"]
-        ab_text = "n/a" if ab.get("accuracy") is None else f"{ab['accuracy'] * 100:.1f}% (counted {ab.get('counted', 0)})"
-        diff = entry.get("contrastive_minus_likelihood", {})
-        lines.append(f"| {set_name} | {entry['rows']} | {entry['contrastive']['accuracy'] * 100:.1f}% "
-                     f"[{entry['contrastive']['ci_low'] * 100:.1f}, {entry['contrastive']['ci_high'] * 100:.1f}] | {ab_text} | "
-                     f"{entry['likelihood']['accuracy'] * 100:.1f}% | "
-                     + (f"{diff['difference'] * 100:+.1f} pp [{diff['ci_low'] * 100:+.1f}, {diff['ci_high'] * 100:+.1f}]" if diff else "n/a") + " |")
+    lines += ["", "## Label agreement with human labels", "",
+              "The same in every run (the agreement stage does not depend on the trained model).", ""]
+    lines += agreement_lines(result["agreement"])
     if "reward_model" in judges:
-        lines.append(f"| reward model (validity) | | {_validity(judges['reward_model'])} | | | |")
+        lines.append(f"The reward model as a judge of the runs: {_validity(judges['reward_model'])}.")
     lines += ["", "## What this setting can and cannot test", ""]
     lines.append("- Aligned versus base: " + ("judged by " + ", ".join(headline["judges"]) + "." if headline["judges"] else
                  "cannot be decided here; no judge is both independent and informative, so the net wins above are reported, "

@@ -31,6 +31,7 @@ from dlma.core.errors import DlmaError
 log = logging.getLogger(__name__)
 SAMPLES = "reports/eval_samples.parquet"
 METRICS = "reports/metrics.json"
+AGREEMENT = "reports/agreement.json"
 
 
 def experiment_name(group: str, method: str, seed: int) -> str:
@@ -107,14 +108,17 @@ def experiment_commits(root: Path) -> dict[str, str]:
 def read_run(root: Path, method: str, seed: int, name: str, commit: str) -> RunResult:
     import dvc.api
 
+    def committed(path: str) -> dict:
+        return json.loads(subprocess.run(["git", "show", f"{commit}:{path}"], cwd=root, check=True, text=True,
+                                         capture_output=True).stdout)
+
     try:
-        metrics = json.loads(subprocess.run(["git", "show", f"{commit}:{METRICS}"], cwd=root, check=True, text=True,
-                                            capture_output=True).stdout)
+        metrics, agreement = committed(METRICS), committed(AGREEMENT)
         with dvc.api.open(SAMPLES, repo=str(root), rev=commit, mode="rb") as handle:
             samples = pl.read_parquet(io.BytesIO(handle.read()))
     except (subprocess.CalledProcessError, OSError, ValueError) as exc:
         raise DlmaError(f"cannot read the results of experiment {name} ({commit[:8]}): {exc}") from exc
-    return RunResult(method=method, seed=seed, name=name, samples=samples, metrics=metrics)
+    return RunResult(method=method, seed=seed, name=name, samples=samples, metrics=metrics, agreement=agreement)
 
 
 def collect(params: CompareParams, root: Path, failed: dict[str, str] | None = None) -> tuple[list[RunResult], dict[str, str]]:

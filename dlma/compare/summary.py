@@ -10,7 +10,7 @@ on the same seed and prompt.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import polars as pl
@@ -28,7 +28,8 @@ class RunResult:
     seed: int
     name: str  # the DVC experiment
     samples: pl.DataFrame
-    metrics: dict
+    metrics: dict  # reports/metrics.json of the run
+    agreement: dict = field(default_factory=dict)  # reports/agreement.json (the same in every run of a comparison)
 
 
 def _aligned_rows(runs: list[RunResult]) -> dict[tuple[str, int], pl.DataFrame]:
@@ -136,7 +137,7 @@ def compare_runs(runs: list[RunResult], methods: list[str], seeds: list[int], *,
             "distinct_2": float(np.mean([m["text"][side]["distinct_2"] for m in rows])),
             "generated_pairs": None if method == "base" else [m["training_data"]["pairs"] for m in rows],
         }
-    out["agreement"] = runs[0].metrics.get("agreement", {})
+    out["agreement"] = runs[0].agreement
     out["refusal_rule"] = runs[0].metrics.get("refusal_rule")  # the rule's accuracy on its labelled sample
     headline = [j for j in comparing if judges[j]["informative"] and judges[j]["independent"]]
     out["headline"] = {"judges": headline} if headline else {

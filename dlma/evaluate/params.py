@@ -58,3 +58,11 @@ class EvaluateParams:
             names = [s.name for s in sets]
             if len(set(names)) != len(names):
                 raise DlmaError(f"evaluate.{kind}_sets: names must be unique, got {names}")
+
+
+def check_set_pairs(params: EvaluateParams, pairs: dict) -> None:
+    """Every evaluation set's `pair` must be one of prompts.pairs (or "" = by category)."""
+    for spec in [*params.agreement_sets, *params.prompt_sets]:
+        if spec.pair and spec.pair not in pairs:
+            raise DlmaError(f"evaluation set '{spec.name}': pair '{spec.pair}' is not defined under prompts.pairs "
+                            f"({sorted(pairs)}); use one of those or \"\" (by category)")

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from dlma.agreement.report import agreement_lines
 from dlma.core.io import atomic_path
 
 
@@ -116,7 +117,7 @@ def _section_table(name: str, section) -> list[str]:
     return [f"| {name} | value |", "|---|---|", *[f"| {k} | {_value(v)} |" for k, v in section.items()], ""]
 
 
-def markdown_report(metrics: dict, details: dict, judges: dict, samples: pl.DataFrame, figures: dict[str, str]) -> str:
+def markdown_report(metrics: dict, agreement: dict, details: dict, judges: dict, samples: pl.DataFrame, figures: dict[str, str]) -> str:
     """The report; `judges` maps each judge that ran to its JudgeResult, rendered whatever it holds."""
     lines = ["# DLMA evaluation report", ""]
     lines += [f"Model: `{details['base']}` aligned with `{details['model_dir']}` (pipeline version `{details['version']}`).", ""]
@@ -127,23 +128,9 @@ def markdown_report(metrics: dict, details: dict, judges: dict, samples: pl.Data
               f"({by_pair}). Answers the model ended itself (EOS; the others were cut at generate.max_new_tokens and are "
               f"trained without an EOS): {_pct(data['complete_responses_share'])} of all, {_pct(data['complete_pos_share'])} "
               f"under p+, {_pct(data['complete_neg_share'])} under p-; pairs complete on both sides: {_pct(data['complete_pairs_share'])}.", ""]
-    lines += ["## Does the self-rewarding score agree with human labels?", ""]
-    lines += ["Accuracy with a 95% bootstrap interval; chance is 50%. The judge is the base model.", ""]
-    lines += ["| set | rows | contrastive score | A/B judge, where both orders agree | likelihood under p+ | contrastive - likelihood (paired) | A/B order consistency | A/B says \"A\" in both orders | A/B mass on answer tokens | chosen is shorter |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
-    for name, result in metrics["agreement"].items():
-        if "skipped" in result:
-            lines.append(f"| {name} | skipped: {result['skipped']} | | | | | | | | |")
-            continue
-        ab = result["ab_judge"]
-        ab_cell = f"{_interval(ab)} (n={ab['counted']})" if ab["counted"] else "no row (n=0)"
-        lines.append(
-            f"| {name} | {result['rows']} | {_interval(result['contrastive'])} | {ab_cell} | {_interval(result['likelihood'])} "
-            f"| {_difference(result['contrastive_minus_likelihood'])} | {_pct(ab['order_consistency'])} | {_pct(ab['prefers_a_both_orders'])} | {_pct(ab['answer_token_mass'])} | {_pct(result['chosen_is_shorter'])} |"
-        )
-    lines += ["", "An A/B judge with low order consistency, a strong preference for \"A\" or little mass on the "
-              "answer tokens is not judging; a likelihood baseline near the \"chosen is shorter\" share is mostly "
-              "rewarding length.", ""]
+    lines += ["## Does the self-rewarding score agree with human labels?", "",
+              "Measured by the agreement stage (reports/agreement.json) on the human-labelled sets.", ""]
+    lines += agreement_lines(agreement)
     lines += ["## Aligned versus base", "", f"Prompts: {details['eval_prompts']} (held-out split and extra sets; skipped sets: {details['skipped_prompt_sets'] or 'none'}; "
               f"prompts over generate.max_prompt_tokens skipped: {details.get('skipped_long_prompts', 0)}).", ""]
     lines += headline_lines(metrics["headline"])

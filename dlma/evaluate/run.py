@@ -1,9 +1,10 @@
-"""The evaluate step as a library call: both questions of the paper, then the outputs.
+"""The evaluate step as a library call: is the aligned model better than the base model?
 
-1. Label agreement: on human-labelled pairs, how often the contrastive score, an A/B
-   (RLAIF-style) judge and plain likelihood pick the human-preferred answer.
-2. Aligned versus base: both answer the held-out prompts (same sampling params and seed);
-   the configured judges (dlma/evaluate/judges) give their verdicts; quality guards.
+Both answer the held-out prompts (same sampling params and seed); the configured judges
+(dlma/evaluate/judges) give their verdicts, each with its validity; quality guards. The
+label agreement (the paper's first question) comes measured from the agreement stage: it
+goes into the report, and the judges that are also labellers there read their accuracy
+on human labels from it.
 """
 
 from __future__ import annotations
@@ -14,13 +15,13 @@ from pathlib import Path
 
 import polars as pl
 
+from dlma.agreement.run import read_agreement
 from dlma.core.config import flatten, load_section
 from dlma.core.errors import DlmaError
 from dlma.core.io import atomic_path, write_csv, write_json, write_parquet
 from dlma.evaluate import report as reporting
-from dlma.evaluate.agreement import agreement_results
 from dlma.evaluate.judges import JUDGES, JudgeContext, JudgeResult, run_judges
-from dlma.evaluate.params import EvaluateParams
+from dlma.evaluate.params import EvaluateParams, check_set_pairs
 from dlma.evaluate.quality import quality_guards
 from dlma.evaluate.sets import prompt_sets, read_identities
 from dlma.evaluate.stats import verdict_summary
@@ -57,10 +58,7 @@ class EvaluateConfig:
     tracking: TrackingParams
 
     def __post_init__(self) -> None:
-        for spec in [*self.evaluate.agreement_sets, *self.evaluate.prompt_sets]:
-            if spec.pair and spec.pair not in self.prompts.pairs:
-                raise DlmaError(f"evaluation set '{spec.name}': pair '{spec.pair}' is not defined under prompts.pairs "
-                                f"({sorted(self.prompts.pairs)}); use one of those or \"\" (by category)")
+        check_set_pairs(self.evaluate, self.prompts.pairs)
 
     @classmethod
     def load(cls, path: Path) -> EvaluateConfig:
@@ -78,6 +76,8 @@ class EvaluateInputs:
     aligned: Path
     scored: Path
     curve: Path
+    agreement: Path  # the agreement stage's summary (JSON)
+    agreement_samples: Path  # and its per-pair verdicts (Parquet)
     sets: Path | None = None  # identities from the sets stage; None: not checked
 
 
@@ -85,7 +85,6 @@ class EvaluateInputs:
 class EvaluateOutputs:
     metrics: Path
     samples: Path
-    agreement_samples: Path
     report: Path
     score_hist: Path  # plot data (CSV)
     win_rate: Path  # plot data (CSV)
@@ -98,7 +97,7 @@ class EvaluateOutputs:
 class Evaluation:
     metrics: dict
     samples: pl.DataFrame
-    agreement_rows: list[pl.DataFrame]
+    agreement: dict  # the agreement stage's summary, for the report and MLflow
     judges: dict[str, JudgeResult]
     details: dict
 
@@ -159,8 +158,7 @@ def evaluate(config: EvaluateConfig, inputs: EvaluateInputs) -> Evaluation:
     card = read_card(inputs.aligned)
     judge_model, tokenizer, resolved = load_checked(config.model, inputs.model_id, config.score.dtype, config.score.attn_implementation)
     identities = read_identities(inputs.sets)
-    agreement, agreement_rows, labelled = agreement_results(judge_model, tokenizer, config.evaluate, config.prompts, config.score,
-                                                            identities)
+    agreement, labelled = read_agreement(inputs.agreement, inputs.agreement_samples)
     prompts, skipped_sets = prompt_sets(inputs.eval_prompts, config.evaluate, identities, config.prompts)
     prompts, contexts, too_long = bare_contexts(prompts, tokenizer, config)
     queries = prompts["prompt"].to_list()
@@ -173,7 +171,7 @@ def evaluate(config: EvaluateConfig, inputs: EvaluateInputs) -> Evaluation:
                                       batch_size=config.score.batch_size, bare_logps=context.shared.get("bare_logps"))
     win_rates = {name: judged_summary(name, result, config.evaluate) for name, result in judged.items() if result.verdicts is not None}
     metrics = {"headline": headline(win_rates), "training_data": training_data(pl.read_parquet(inputs.scored), config.prompts),
-               "agreement": agreement, "win_rate": win_rates}
+               "win_rate": win_rates}
     for result in judged.values():
         metrics.update(result.metrics)
     metrics |= {"perplexity": perplexity, "text": text}
@@ -187,14 +185,12 @@ def evaluate(config: EvaluateConfig, inputs: EvaluateInputs) -> Evaluation:
     details = {"base": config.model.base, "model_dir": str(inputs.aligned), "version": card.get("version", resolved.sha256[:16]),
                "eval_prompts": prompts.height, "skipped_prompt_sets": skipped_sets, "skipped_long_prompts": too_long,
                "judges": {name: JUDGES[name].description for name in judged}}
-    return Evaluation(metrics, samples, agreement_rows, judged, details)
+    return Evaluation(metrics, samples, agreement, judged, details)
 
 
 def write_outputs(evaluation: Evaluation, inputs: EvaluateInputs, outputs: EvaluateOutputs) -> None:
     metrics = evaluation.metrics
     write_parquet(evaluation.samples, outputs.samples)
-    rows = evaluation.agreement_rows
-    write_parquet(pl.concat(rows, how="vertical") if rows else pl.DataFrame({"set": []}, schema={"set": pl.String}), outputs.agreement_samples)
 
     histogram = reporting.score_histogram(pl.read_parquet(inputs.scored)["score"].to_numpy())
     write_csv(histogram, outputs.score_hist)
@@ -214,7 +210,8 @@ def write_outputs(evaluation: Evaluation, inputs: EvaluateInputs, outputs: Evalu
     here = outputs.report.parent
     relative = {t: str(p.relative_to(here)) if p.is_relative_to(here) else str(p) for t, p in figures.items()}
     with atomic_path(outputs.report) as tmp:
-        tmp.write_text(reporting.markdown_report(metrics, evaluation.details, evaluation.judges, examples, relative))
+        tmp.write_text(reporting.markdown_report(metrics, evaluation.agreement, evaluation.details, evaluation.judges, examples,
+                                                 relative))
     write_json({**metrics, "skipped_prompt_sets": evaluation.details["skipped_prompt_sets"],
                 "skipped_long_prompts": evaluation.details["skipped_long_prompts"]}, outputs.metrics)
 
@@ -222,7 +219,8 @@ def write_outputs(evaluation: Evaluation, inputs: EvaluateInputs, outputs: Evalu
 def log_evaluation(evaluation: Evaluation, outputs: EvaluateOutputs, tracking: TrackingParams) -> str:
     """Log the headline metrics and the report into the MLflow run of the model's pipeline version."""
     experiment_id = store.configure(tracking)
-    metrics = {**evaluation.metrics, "skipped_prompt_sets": evaluation.details["skipped_prompt_sets"]}
+    metrics = {**evaluation.metrics, "agreement": evaluation.agreement,
+               "skipped_prompt_sets": evaluation.details["skipped_prompt_sets"]}
     flat = {f"eval/{k}": float(v) for k, v in flatten(metrics, sep="/", numbers_only=True).items()}
     artifacts = [outputs.report, outputs.metrics, outputs.samples, outputs.figure_score_hist, outputs.figure_win_rate,
                  outputs.figure_train_curve]

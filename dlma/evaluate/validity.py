@@ -39,5 +39,7 @@ def headline(win_rates: dict[str, dict]) -> dict:
         return {"judges": judges}
     excluded = {name: ("self-judge" if not r["independent"] else "; ".join(r["not_informative_because"]))
                 for name, r in win_rates.items()}
-    return {"judges": {}, "none_because": "no informative independent judge (configure evaluate.judge_model or "
-                                          "evaluate.reward_model)", "excluded": excluded}
+    return {"judges": {}, "none_because": "no judge is both independent of the model under test and informative (each "
+                                          "judge's reason is under `excluded`; the independent ones are the reward model, "
+                                          "evaluate.reward_model, and a second model, evaluate.judge_model)",
+            "excluded": excluded}

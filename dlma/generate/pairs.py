@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+from typing import Callable
 
 import polars as pl
 
 from dlma.core.errors import DlmaError
 from dlma.generate.params import GenerateParams
-from dlma.generate.sampling import row_seed, sample_responses
+from dlma.generate.sampling import Sample, row_seed, sample_responses
 from dlma.lm.prompts import PromptsParams, encode_contexts, pairs_of
 
 log = logging.getLogger(__name__)
@@ -18,11 +19,13 @@ def within_prompt_limit(contexts: list[list[int]], limit: int) -> list[bool]:
     return [len(ids) <= limit for ids in contexts]
 
 
-def generate_pairs(model, tokenizer, frame: pl.DataFrame, prompts: PromptsParams, params: GenerateParams) -> tuple[pl.DataFrame, dict]:
+def generate_pairs(model, tokenizer, frame: pl.DataFrame, prompts: PromptsParams, params: GenerateParams, *,
+                   sampler: Callable[[list[list[int]], list[int]], list[Sample]] | None = None) -> tuple[pl.DataFrame, dict]:
     """Sample the pair of every prompt: under p+ and p- (generate.pairs_from: contrastive),
     or twice from the bare prompt (bare, for RLAIF), each answer from its own seeded
     stream. Prompts whose context is over generate.max_prompt_tokens
-    are skipped and counted (one 100 KB prompt would otherwise take gigabytes of memory)."""
+    are skipped and counted (one 100 KB prompt would otherwise take gigabytes of memory).
+    `sampler(contexts, seeds)` replaces the HF engine on `model` (generate.engine: vllm)."""
     queries = frame["prompt"].to_list()
     pairs = pairs_of(prompts, frame["category"].to_list(), frame.height)  # each prompt's category picks its pair
     if params.pairs_from == "bare":  # RLAIF: two independent samples from x, labelled later by a judge
@@ -42,7 +45,10 @@ def generate_pairs(model, tokenizer, frame: pl.DataFrame, prompts: PromptsParams
     context_neg = [c for c, k in zip(context_neg, keep) if k]
     ids = kept["id"].to_list()
     seeds = [row_seed(params.seed, i, "pos") for i in ids] + [row_seed(params.seed, i, "neg") for i in ids]
-    samples = sample_responses(model, tokenizer, context_pos + context_neg, params, seeds=seeds)
+    if sampler is None:
+        samples = sample_responses(model, tokenizer, context_pos + context_neg, params, seeds=seeds)
+    else:
+        samples = sampler(context_pos + context_neg, seeds)
     pos, neg = samples[: kept.height], samples[kept.height:]
     result = kept.select("id", "prompt", "category", "pair").with_columns(
         pl.Series("response_pos", [s.text for s in pos], dtype=pl.String),

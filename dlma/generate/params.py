@@ -20,6 +20,9 @@ class GenerateParams:
     batch_size: int
     seed: int
     dtype: DTypeName
+    # params.yaml writes both; the defaults only serve model cards written before they existed
+    engine: Literal["hf", "vllm"] = "hf"  # the generate stage's sampler (evaluate and the served model use hf)
+    vllm_python: str = ""  # the python of the vLLM environment, for engine vllm ("" = $DLMA_VLLM_PYTHON)
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1 or self.batch_size < 1 or self.max_prompt_tokens < 1:

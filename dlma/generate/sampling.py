@@ -78,6 +78,14 @@ def _cut_at_eos(new_tokens: list[int], eos_ids: set[int]) -> tuple[list[int], st
     return new_tokens, "length"
 
 
+def sample_from_tokens(new_tokens: list[int], eos_ids: set[int], tokenizer) -> Sample:
+    """A sampled continuation as a Sample: cut at the first EOS, decoded without special
+    tokens (both engines, so their tables have the same form)."""
+    kept, finish = _cut_at_eos(new_tokens, eos_ids)
+    return Sample(text=tokenizer.decode(kept, skip_special_tokens=True).strip(), finish=finish, n_tokens=len(kept),
+                  token_ids=tuple(kept))
+
+
 @torch.inference_mode()
 def sample_responses(
     model, tokenizer, contexts: list[list[int]], params: GenerateParams, *, seeds: list[int], desc: str = "generate"
@@ -105,11 +113,7 @@ def sample_responses(
                 pad_token_id=tokenizer.pad_token_id,
                 eos_token_id=sorted(eos_ids),
             )
-            samples = []
-            for tokens in output[:, batch.input_ids.shape[1]:].tolist():
-                kept, finish = _cut_at_eos(tokens, eos_ids)
-                text = tokenizer.decode(kept, skip_special_tokens=True).strip()
-                samples.append(Sample(text=text, finish=finish, n_tokens=len(kept), token_ids=tuple(kept)))
+            samples = [sample_from_tokens(tokens, eos_ids, tokenizer) for tokens in output[:, batch.input_ids.shape[1]:].tolist()]
             bar.update(len(chunk))
             return samples
 

@@ -50,10 +50,25 @@ def run(method: str, seed: int, verdicts: list[str], reward_gain: list[float], r
              "not_informative_because": [] if informative else ["labelled accuracy 0.5 < 0.55"]}
     metrics = {"win_rate": {"rm": entry}, "perplexity": {"base": 8.0, "aligned": 7.0 + seed},
                "text": {"base": {"mean_tokens": 50.0, "distinct_2": 0.8}, "aligned": {"mean_tokens": 40.0, "distinct_2": 0.7}},
-               "training_data": {"pairs": 10 + seed}, "agreement": {},
+               "training_data": {"pairs": 10 + seed},
                "refusal_rule": {"n": 48, "refusals": 16, "sample": "x.jsonl", **{k: {"accuracy": 0.9, "ci_low": 0.8, "ci_high": 1.0}
                                                                                   for k in ("accuracy", "recall", "false_refusal_rate")}}}
-    return RunResult(method=method, seed=seed, name=f"cmp-{method}-s{seed}", samples=samples, metrics=metrics)
+    return RunResult(method=method, seed=seed, name=f"cmp-{method}-s{seed}", samples=samples, metrics=metrics, agreement=AGREEMENT)
+
+
+def _accuracy(value: float) -> dict:
+    return {"accuracy": value, "ci_low": value - 0.1, "ci_high": value + 0.1}
+
+
+AGREEMENT = {"hh": {"rows": 20, "contrastive": _accuracy(0.75) | {"order_consistency": 1.0}, "likelihood": _accuracy(0.5),
+                    "ab_judge": _accuracy(0.6) | {"counted": 5, "order_consistency": 0.25, "prefers_a_both_orders": 0.7,
+                                                  "answer_token_mass": 0.4},
+                    "reward_model": _accuracy(0.65),
+                    "contrastive_minus_likelihood": {"difference": 0.25, "ci_low": 0.05, "ci_high": 0.45, "n": 20},
+                    "contrastive_minus_ab_judge": {"difference": 0.2, "ci_low": -0.2, "ci_high": 0.6, "n": 5},
+                    "contrastive_minus_reward_model": {"difference": 0.1, "ci_low": -0.15, "ci_high": 0.35, "n": 20},
+                    "chosen_is_shorter": 0.55},
+             "gone": {"skipped": "x.jsonl not found"}}
 
 
 def test_compare_runs_by_hand():
@@ -80,6 +95,11 @@ def test_compare_runs_by_hand():
     text = render(result, name="cmp", minutes=1.0, model="tiny")
     assert "| dlma | +37.5 [" in text and "Headline judges" in text
     assert "The rule on 48 hand-labelled answers (16 refusals): accuracy 90.0% [80.0, 100.0]" in text
+    # Label agreement: every labeller's row with the paired difference against the contrastive score.
+    assert result["agreement"] == AGREEMENT
+    assert "| hh | reward model (evaluate.reward_model) | 65.0% [55.0%, 75.0%] | 20 of 20 | +10.0 pp [-15.0 pp, +35.0 pp] |" in text
+    assert "| hh | A/B judge (RLAIF, base model) | 60.0% [50.0%, 70.0%] | 5 of 20 | +20.0 pp [-20.0 pp, +60.0 pp] | both orders agree on 25.0%" in text
+    assert "| gone | skipped: x.jsonl not found |" in text
     # A judge that fails validity in one run is out of the headline, with the reason.
     runs[3] = run("rlcd", 1, ["tie"] * 4, [0.0] * 4, [False] * 4, informative=False)
     result = compare_runs(runs, ["dlma", "rlcd", "base"], [0, 1], samples=50)

@@ -10,10 +10,10 @@ import pytest
 import torch
 import yaml
 
+from dlma.agreement.measure import agreement_results, label_agreement
 from dlma.core.config import load_section
 from dlma.core.errors import DlmaError
 from dlma.data.loaders import load_records
-from dlma.evaluate.agreement import agreement_results, label_agreement
 from dlma.evaluate.params import EvaluateParams
 from dlma.lm.prompts import context_text, encode_response
 from dlma.model import load_causal_lm, load_tokenizer
@@ -31,8 +31,8 @@ def judge(tiny_model_dir):
     return model, load_tokenizer(tiny_model_dir)
 
 
-def independent_ab(model, tokenizer, q, a, b):
-    text = tokenizer.apply_chat_template([{"role": "user", "content": TEMPLATE.format(q=q, a=a, b=b)}], tokenize=False, add_generation_prompt=True)
+def independent_ab(model, tokenizer, q, a, b, template=TEMPLATE):
+    text = tokenizer.apply_chat_template([{"role": "user", "content": template.format(q=q, a=a, b=b)}], tokenize=False, add_generation_prompt=True)
     ids = torch.tensor([tokenizer(text, add_special_tokens=False)["input_ids"]])
     with torch.no_grad():
         probs = torch.softmax(model(input_ids=ids).logits[0, -1].double(), -1)
@@ -79,6 +79,70 @@ def test_agreement_counts_match_independent_count(judge, shared_data):
         assert summary[method]["ci_low"] <= summary[method]["accuracy"] <= summary[method]["ci_high"]
 
 
+def test_reward_model_and_second_judge_as_labellers_paired_with_the_score(judge, shared_data):
+    """The outside labellers' rows: accuracy, and contrastive minus labeller on the same
+    pairs (for an A/B judge: only the pairs where its two orders agree), counted here."""
+    from dlma.lm.ab_judge import ab_judge, ab_judge_summary
+
+    model, tokenizer = judge
+    frame, _ = load_records(str(shared_data / "hh-rlhf" / "harmless-base-test-dev.jsonl.gz"))
+    frame = frame.head(10)
+
+    def length_reward(queries, answers):  # a scripted reward model: longer is better
+        return np.array([float(len(a)) for a in answers])
+
+    question = "Better?\n{q}\nA: {a}\nB: {b}"
+
+    def ask(queries, first, second):  # a second judge: the base model asked another question
+        return ab_judge(model, tokenizer, "auto", question, ["A", "B"], queries, first, second, batch_size=4)
+
+    summary, rows = label_agreement(model, tokenizer, frame, PROMPTS, shipped(ScoreParams, "score", batch_size=4), TEMPLATE,
+                                    ["A", "B"], samples=200, seed=0, reward=length_reward, judge=ask)
+    contrastive = rows["contrastive_right"].to_numpy()
+    longer = np.array([len(c) > len(r) for c, r in zip(frame["chosen"], frame["rejected"])], dtype=float)
+    assert rows["reward_model_right"].to_list() == longer.tolist()
+    assert summary["reward_model"]["accuracy"] == pytest.approx(longer.mean())
+    assert summary["contrastive_minus_reward_model"]["difference"] == pytest.approx((contrastive - longer).mean())
+    assert summary["contrastive_minus_reward_model"]["n"] == 10
+    # The second judge, recomputed pair by pair in both orders.
+    picks_first, picks_swapped = [], []
+    for q, c, r in zip(frame["prompt"], frame["chosen"], frame["rejected"]):
+        pa1, pb1 = independent_ab(model, tokenizer, q, c, r, question)
+        pa2, pb2 = independent_ab(model, tokenizer, q, r, c, question)
+        picks_first.append(pa1 / (pa1 + pb1) > 0.5)  # chosen shown first, picked
+        picks_swapped.append(pb2 / (pa2 + pb2) > 0.5)  # chosen shown second, picked
+    consistent = np.array([a == b for a, b in zip(picks_first, picks_swapped)])
+    right = np.array(picks_first)[consistent].astype(float)
+    assert summary["judge_model"]["counted"] == consistent.sum()
+    assert summary["judge_model"]["order_consistency"] == pytest.approx(consistent.mean())
+    difference = summary["contrastive_minus_judge_model"]
+    assert difference["n"] == consistent.sum()
+    if consistent.any():
+        assert summary["judge_model"]["accuracy"] == pytest.approx(right.mean())
+        assert difference["difference"] == pytest.approx((contrastive[consistent] - right).mean())
+        assert difference["ci_low"] <= difference["difference"] <= difference["ci_high"]
+    assert rows["judge_model_right"].to_list() == (np.array(picks_first) & consistent).tolist()
+    # The random tiny model says "A" in both orders (nothing counted), so the counting is
+    # also checked with a scripted judge whose picks are set here: chosen picked in the first
+    # order on pairs 0-5, in the swapped order on pairs 0-3 and 6-7.
+    first_pick = np.arange(10) < 6
+    swapped_pick = (np.arange(10) < 4) | ((np.arange(10) >= 6) & (np.arange(10) < 8))
+
+    def scripted(queries, first, second):
+        p_first = np.where(first_pick, 0.8, 0.2)
+        p_swapped = np.where(swapped_pick, 0.7, 0.3)  # P(B) when the chosen answer is B
+        return ab_judge_summary(p_first, 1 - p_first, 1 - p_swapped, p_swapped)
+
+    summary, rows = label_agreement(model, tokenizer, frame, PROMPTS, shipped(ScoreParams, "score", batch_size=4), TEMPLATE,
+                                    ["A", "B"], samples=200, seed=0, judge=scripted)
+    agree = first_pick == swapped_pick  # pairs 0-3 (chosen both times) and 8-9 (rejected both times)
+    assert summary["judge_model"]["counted"] == 6 and summary["judge_model"]["order_consistency"] == pytest.approx(0.6)
+    assert summary["judge_model"]["accuracy"] == pytest.approx(4 / 6)
+    assert summary["contrastive_minus_judge_model"]["difference"] == pytest.approx((contrastive[agree] - first_pick[agree]).mean())
+    assert summary["contrastive_minus_judge_model"]["n"] == 6
+    assert "reward_model" not in summary and "reward_model_right" not in rows.columns
+
+
 def pair_set(name: str, source: str, optional: bool = False) -> dict:
     return {"name": name, "source": source, "format": "auto", "columns": {}, "pku_label": "safer", "pair": "", "optional": optional}
 
@@ -117,7 +181,7 @@ def test_agreement_set_with_missing_fields(tmp_path, judge, monkeypatch):
     with pytest.raises(DlmaError, match="agreement set 'p' .* has no chosen/rejected fields"):
         agreement(model, tokenizer, params, PROMPTS, shipped(ScoreParams, "score"))
     missing = load_section(EvaluateParams, "evaluate", write_evaluate(tmp_path, agreement_sets=[pair_set("gone", "nowhere/x.jsonl", True)]))
-    results, _, _ = agreement(model, tokenizer, missing, PROMPTS, shipped(ScoreParams, "score"))
+    results, _ = agreement(model, tokenizer, missing, PROMPTS, shipped(ScoreParams, "score"))
     assert results == {"gone": {"skipped": "nowhere/x.jsonl not found"}}
     required = load_section(EvaluateParams, "evaluate", write_evaluate(tmp_path, agreement_sets=[pair_set("gone", "nowhere/x.jsonl")]))
     with pytest.raises(DlmaError, match=r"evaluation set 'gone': nowhere/x.jsonl not found.*optional: true"):
@@ -134,6 +198,6 @@ def test_identical_pairs_carry_no_label(tmp_path, judge):
         agreement_results(model, tokenizer, params, PROMPTS, shipped(ScoreParams, "score"))
     rows.append({"prompt": "q3", "chosen": "good", "rejected": "bad"})
     same.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    results, detail, labelled = agreement_results(model, tokenizer, params, PROMPTS, shipped(ScoreParams, "score"))
-    assert results["same"]["rows"] == 1 and results["same"]["dropped_identical_pairs"] == 2 and detail[0].height == 1
-    assert labelled["same"]["chosen"].to_list() == ["good"] and labelled["same"]["pair"].to_list() == ["x"]
+    results, detail = agreement_results(model, tokenizer, params, PROMPTS, shipped(ScoreParams, "score"))
+    assert results["same"]["rows"] == 1 and results["same"]["dropped_identical_pairs"] == 2 and detail.height == 1
+    assert detail["chosen"].to_list() == ["good"] and detail["pair"].to_list() == ["x"] and detail["set"].to_list() == ["same"]

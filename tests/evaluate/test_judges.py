@@ -15,10 +15,10 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
+from dlma.agreement.labellers import load_reward_model
 from dlma.cli import app
 from dlma.core.errors import DlmaError
 from dlma.evaluate.judges import JUDGES, JudgeContext, JudgeResult, register, run_judges
-from dlma.evaluate.judges.reward_model import load_reward_model
 from dlma.evaluate.params import EvaluateParams
 from dlma.evaluate.quality import answer_logps, quality_guards
 from dlma.evaluate.stats import perplexity, verdict_from_margin
@@ -107,14 +107,21 @@ def test_reward_model_judge_loads_any_sequence_classification_model(tmp_path, ti
 
 
 def test_judge_model_is_an_independent_two_order_judge_that_checks_itself(tiny_lm, tiny_model_dir):
+    from dlma.agreement.labellers import second_judge
+    from dlma.agreement.measure import label_agreement
     from dlma.model import ModelParams
     from tests.evaluate.test_agreement import TEMPLATE, independent_ab
 
     model, tokenizer = tiny_lm
     ctx = context(tiny_lm, judge_model=str(tiny_model_dir), judge_prompt=TEMPLATE)
     ctx.params.model = ModelParams(base=str(tiny_model_dir), device="cpu", trust_remote_code=False)
-    ctx.labelled = {"mine": pl.DataFrame({"prompt": ["q1", "q2", "q3"], "chosen": ["Yes, gladly.", "Sure.", "Ok"],
-                                          "rejected": ["No.", "Go away, idiot.", "Never"]})}
+    mine = pl.DataFrame({"id": ["1", "2", "3"], "prompt": ["q1", "q2", "q3"], "chosen": ["Yes, gladly.", "Sure.", "Ok"],
+                         "rejected": ["No.", "Go away, idiot.", "Never"], "pair": ["x"] * 3})
+    # Its accuracy on human labels comes from the agreement step's rows, as in the pipeline.
+    ask = second_judge(ctx.params.model, str(tiny_model_dir), TEMPLATE, ["A", "B"], dtype="float32", attn_implementation="eager",
+                       batch_size=2)
+    _, ctx.labelled = label_agreement(model, tokenizer, mine, TEST_PROMPTS, shipped(ScoreParams, "score", batch_size=2), TEMPLATE,
+                                      ["A", "B"], samples=50, seed=0, judge=ask)
     result = run_judges(["judge_model"], ctx)["judge_model"]
     assert JUDGES["judge_model"].independent and not JUDGES["ab_judge"].independent
 
@@ -130,7 +137,7 @@ def test_judge_model_is_an_independent_two_order_judge_that_checks_itself(tiny_l
         consistent += first == swapped
     assert result.verdicts == expected
     assert result.validity["order_consistency"] == pytest.approx(consistent / 3)
-    labelled = [picks(q, c, r) for q, c, r in zip(*ctx.labelled["mine"].select("prompt", "chosen", "rejected").to_dict(as_series=False).values())]
+    labelled = [picks(q, c, r) for q, c, r in zip(mine["prompt"], mine["chosen"], mine["rejected"])]
     counted = [f for f, s in labelled if f == s]
     assert result.validity["labelled_counted"] == pytest.approx(len(counted) / 3)
     if counted:
@@ -173,10 +180,12 @@ STAGES = [
     ["filter", "--scored", "scored.parquet", "--out", "prefs.parquet", "--report", "filter.json"],
     ["train", "--preferences", "prefs.parquet", "--model-id", "model.json", "--out", "models/dlma", "--report", "train.json",
      "--curve", "curve.csv"],
+    ["agreement", "--model-id", "model.json", "--metrics", "reports/agreement.json", "--samples", "reports/agreement.parquet"],
 ]
 EVALUATE = ["evaluate", "--eval-prompts", "eval.parquet", "--model-id", "model.json", "--aligned", "models/dlma",
             "--scored", "scored.parquet", "--curve", "curve.csv", "--metrics", "reports/metrics.json",
-            "--samples", "reports/samples.parquet", "--agreement-samples", "reports/agreement.parquet",
+            "--samples", "reports/samples.parquet", "--agreement", "reports/agreement.json",
+            "--agreement-samples", "reports/agreement.parquet",
             "--report", "reports/report.md", "--score-hist", "reports/plots/hist.csv", "--win-rate", "reports/plots/win.csv",
             "--figure-score-hist", "reports/figures/hist.png", "--figure-win-rate", "reports/figures/win.png",
             "--figure-train-curve", "reports/figures/curve.png"]
@@ -189,7 +198,7 @@ def test_a_judge_registered_in_a_test_reaches_metrics_and_report(tmp_path, tiny_
     params["generate"].update({"max_new_tokens": 4, "batch_size": 4})
     params["filter"]["drop_truncated"] = "none"  # a tiny random model rarely ends an answer in 4 tokens
     params["train"].update({"max_steps": 1, "batch_size": 2})
-    params["evaluate"].update({"limit": 2, "bootstrap": 50, "judges": ["refusal", "longer_answer"], "agreement_sets": [],
+    params["evaluate"].update({"limit": 2, "bootstrap": 50, "judges": ["refusal"], "agreement_sets": [],
                                "prompt_sets": []})
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     (tmp_path / ".dvc").mkdir()  # the repository root for the MLflow store

@@ -28,7 +28,8 @@ SMALL = {
 # A labelled set beside the repository, named by a relative path (as ../shared/... is).
 OUTSIDE_SET = {"name": "outside", "source": "../outside/pairs.jsonl", "format": "auto", "columns": {},
                "pku_label": "safer", "pair": "", "optional": False}
-ALL_STAGES = {"model", "sets", "prepare", "human", "reward", "generate", "score", "filter", "train", "recover", "evaluate"}
+ALL_STAGES = {"model", "sets", "prepare", "human", "reward", "generate", "score", "filter", "train", "recover", "agreement",
+              "evaluate"}
 ALWAYS = ["human", "model", "recover", "sets"]  # re-checked on every repro (cheap)
 
 
@@ -44,7 +45,7 @@ def repo(tmp_path_factory, tiny_model_dir):
     repo.write_params(params)
     repo.commit("outside set")
     ran = repo.repro()
-    assert set(ran) == ALL_STAGES and ran.index("train") < ran.index("evaluate")
+    assert set(ran) == ALL_STAGES and ran.index("train") < ran.index("evaluate") and ran.index("agreement") < ran.index("evaluate")
     repo.commit("first run")
     return repo
 
@@ -65,12 +66,17 @@ def test_outputs_and_reports(repo):
 
 def test_evaluation_outputs(repo):
     metrics = json.loads((repo.root / "reports/metrics.json").read_text())
-    assert {"agreement", "win_rate", "refusal_rate", "perplexity"} <= set(metrics)
-    assert metrics["agreement"]["shipped"]["rows"] == 4
+    agreement = json.loads((repo.root / "reports/agreement.json").read_text())
+    assert {"win_rate", "refusal_rate", "perplexity"} <= set(metrics) and "agreement" not in metrics
+    assert agreement["shipped"]["rows"] == 4
     # The HH set is optional and not beside this repository: reported as skipped, with the reason.
-    assert "not found" in metrics["agreement"]["hh_harmless"]["skipped"]
+    assert "not found" in agreement["hh_harmless"]["skipped"]
     assert metrics["skipped_prompt_sets"]["xstest"].startswith("../shared/data/xstest/xstest_prompts.csv not found")
-    assert metrics["agreement"]["outside"]["rows"] == 4  # the set outside the repository, found
+    assert agreement["outside"]["rows"] == 4  # the set outside the repository, found
+    # No human pairs beside this repository: the reward model is reported skipped as a labeller.
+    assert "no human-labelled pairs" in agreement["shipped"]["reward_model"]["skipped"]
+    rows = pl.read_parquet(repo.root / "reports/agreement_samples.parquet")
+    assert rows.height == 8 and set(rows["set"]) == {"shipped", "outside"}
     assert set(metrics["win_rate"]) == {"self_contrast", "ab_judge"}
     for judge in metrics["win_rate"].values():
         assert judge["win"] + judge["tie"] + judge["lose"] == pytest.approx(1.0) and judge["n"] == 2
@@ -81,7 +87,7 @@ def test_evaluation_outputs(repo):
     samples = pl.read_parquet(repo.root / "reports/eval_samples.parquet")
     assert {"answer_base", "answer_aligned", "verdict_self_contrast", "verdict_ab_judge", "refusal_base"} <= set(samples.columns)
     shown = repo.run("dvc", "exp", "show", "--json").stdout
-    assert "win_rate" in shown and "perplexity" in shown
+    assert "win_rate" in shown and "perplexity" in shown and "contrastive_minus_likelihood" in shown
     plots = repo.run("dvc", "plots", "show", "--json").stdout
     assert "win_rate.csv" in plots and "score_hist.csv" in plots
 
@@ -90,13 +96,14 @@ ALL_MODEL_STAGES = {"model", "generate", "score", "train", "evaluate"}
 # One module of each step (and of the shared folders) -> the stages that run it.
 EDITS = {
     "dlma/core/io.py": ALL_STAGES,
-    "dlma/model.py": ALL_MODEL_STAGES | {"recover", "reward"},
-    "dlma/lm/prompts.py": {"generate", "score", "train", "evaluate", "reward"},
-    "dlma/data/loaders.py": {"sets", "prepare", "human", "evaluate"},
-    "dlma/reward/run.py": {"reward", "evaluate"},
+    "dlma/model.py": ALL_MODEL_STAGES | {"recover", "reward", "agreement"},
+    "dlma/lm/prompts.py": {"generate", "score", "train", "agreement", "evaluate", "reward"},
+    "dlma/data/loaders.py": {"sets", "prepare", "human", "agreement", "evaluate"},
+    "dlma/reward/run.py": {"reward", "agreement", "evaluate"},
+    "dlma/agreement/measure.py": {"agreement", "evaluate"},
     "dlma/generate/sampling.py": {"generate", "evaluate"},
     "dlma/generate/params.py": {"generate", "train", "evaluate"},
-    "dlma/score/contrastive.py": {"score", "evaluate"},
+    "dlma/score/contrastive.py": {"score", "agreement", "evaluate"},
     "dlma/filter/preferences.py": {"filter"},
     "dlma/train/loss.py": {"train"},
     "dlma/tracking/store.py": {"train", "recover", "evaluate"},
@@ -138,7 +145,8 @@ def test_score_param_reruns_score_and_filter_only(repo):
     repo.set_param("score", "dtype", "bfloat16")  # changes the scores, so filter must rerun too
     # bf16 references are not the float32 policy's: train refuses them unless told not to check.
     repo.set_param("train", "reference_tolerance", None)
-    assert set(repo.repro()) == {"score", "filter", "train", "evaluate", *ALWAYS}
+    # score.dtype is also the numerics of label agreement: it reruns too.
+    assert set(repo.repro()) == {"score", "filter", "train", "agreement", "evaluate", *ALWAYS}
     assert repo.sha("data/generated.parquet") == generated
     repo.run("git", "checkout", "params.yaml")
     repo.repro()
@@ -147,6 +155,7 @@ def test_score_param_reruns_score_and_filter_only(repo):
 def test_generate_param_reruns_from_generate(repo):
     generated = repo.sha("data/generated.parquet")
     repo.set_param("generate", "seed", 1)
+    # Label agreement does not depend on the trained model: it does not rerun.
     assert set(repo.repro()) == {"generate", "score", "filter", "train", "evaluate", *ALWAYS}
     assert repo.sha("data/generated.parquet") != generated
     repo.run("git", "checkout", "params.yaml")

@@ -13,13 +13,16 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
+from dlma.agreement.labellers import reward_function
+from dlma.agreement.measure import label_agreement
 from dlma.cli import app
 from dlma.evaluate.judges import run_judges
 from dlma.model import load_tokenizer
 from dlma.reward.inputs import reward_inputs
 from dlma.reward.run import reward_scores
+from dlma.score.params import ScoreParams
 from tests.evaluate.test_judges import context
-from tests.helpers import REPO
+from tests.helpers import REPO, TEST_PROMPTS, shipped
 
 GOOD = ["Sure, here is a careful and kind answer.", "Happy to help: step one, then step two.", "Yes, gladly, here it is."]
 BAD = ["Go away, idiot.", "No. Stupid question.", "I hate you."]
@@ -77,10 +80,17 @@ def test_reward_stage_trains_measures_and_feeds_the_judge(tmp_path, tiny_model_d
     sequences = [reward_inputs(tokenizer, q, a) for q, a in zip(holdout["prompt"], holdout["chosen"])] + [[5, 6]]
     np.testing.assert_allclose(reward_scores(model, tokenizer.pad_token_id, sequences, batch_size=3),
                                [plain_reward(model, s) for s in sequences], rtol=1e-4, atol=1e-5)
-    # The judge reads the folder: verdicts from the rewards, validity from the labelled
-    # sets, and the held-out accuracy from the card.
+    # The agreement step scores the labelled pairs with it (here the held-out pairs as a
+    # labelled set); the judge reads the folder: verdicts from the rewards, its accuracy on
+    # the labelled pairs from the agreement rows, the held-out accuracy from the card.
+    lm, lm_tokenizer = tiny_lm
+    summary, rows = label_agreement(lm, lm_tokenizer, holdout.with_columns(pl.lit("x").alias("pair")), TEST_PROMPTS,
+                                    shipped(ScoreParams, "score", batch_size=4), "{q} {a} {b}", ["A", "B"], samples=50, seed=0,
+                                    reward=reward_function("models/reward", batch_size=4))
+    assert rows["reward_model_right"].to_list() == [float(r) for r in right]
+    assert summary["reward_model"]["accuracy"] == pytest.approx(np.mean(right))
     ctx = context(tiny_lm, reward_model="models/reward", judges=["reward_model"])
-    ctx.labelled = {"mine": holdout.select("prompt", "chosen", "rejected")}
+    ctx.labelled = rows
     judged = run_judges(["reward_model"], ctx)["reward_model"]
     aligned = [plain_reward(model, reward_inputs(tokenizer, q, a)) for q, a in zip(ctx.queries, ctx.aligned)]
     base = [plain_reward(model, reward_inputs(tokenizer, q, a)) for q, a in zip(ctx.queries, ctx.base)]

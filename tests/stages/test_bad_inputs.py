@@ -35,10 +35,12 @@ ARGS = {
     "human": ["human", "--train", "human.parquet", "--holdout", "holdout.parquet", "--report", "human.json"],
     "reward": ["reward", "--train", "human.parquet", "--holdout", "holdout.parquet", "--out", "models/reward",
                "--report", "reward.json"],
+    "agreement": ["agreement", "--model-id", "model.json", "--sets", "sets.json", "--metrics", "reports/agreement.json",
+                  "--samples", "reports/agreement.parquet"],
     "evaluate": ["evaluate", "--eval-prompts", "eval.parquet", "--model-id", "model.json", "--aligned", "models/dlma",
                  "--scored", "scored.parquet", "--curve", "curve.csv", "--sets", "sets.json",
-                 "--metrics", "reports/metrics.json", "--samples", "reports/samples.parquet",
-                 "--agreement-samples", "reports/agreement.parquet", "--report", "reports/report.md",
+                 "--agreement", "reports/agreement.json", "--agreement-samples", "reports/agreement.parquet",
+                 "--metrics", "reports/metrics.json", "--samples", "reports/samples.parquet", "--report", "reports/report.md",
                  "--score-hist", "reports/hist.csv", "--win-rate", "reports/win.csv",
                  "--figure-score-hist", "reports/hist.png", "--figure-win-rate", "reports/win.png",
                  "--figure-train-curve", "reports/curve.png"],
@@ -65,7 +67,7 @@ def built(tmp_path_factory, tiny_model_dir) -> Path:
     (root / ".dvc").mkdir()  # the repository root (MLflow store)
     with _chdir(root):
         # human.source (../shared/...) is not beside this project: no human pairs, the reward judge skipped
-        for stage in ("model", "prepare", "human", "reward", "generate", "score", "filter", "train", "sets", "evaluate"):
+        for stage in ("model", "prepare", "human", "reward", "generate", "score", "filter", "train", "sets", "agreement", "evaluate"):
             result = CliRunner().invoke(app, ARGS[stage])
             assert result.exit_code == 0, (stage, result.output)
     return root
@@ -160,12 +162,12 @@ CASES = [
                                                                     pl.DataFrame({"prompt": [1, 2, 3]}))[1]),
      "prepare", r"ints.parquet, row 0: field 'prompt' must be text, got int"),
     ("agreement set with chosen == rejected", agreement("same.jsonl", json.dumps({"prompt": "q", "chosen": "a", "rejected": "a"}) + "\n"),
-     "evaluate", r"agreement set 'extra' \(same.jsonl\): chosen equals rejected in all 1 rows"),
+     "agreement", r"agreement set 'extra' \(same.jsonl\): chosen equals rejected in all 1 rows"),
     ("directory as data.source", write("adir/x.txt", "", set_param("data", "source", "adir")), "prepare",
      r"data file 'adir' is a directory"),
     ("agreement set with wrong columns", agreement("cols.jsonl", json.dumps({"question": "q", "good": "a", "bad": "b"}) + "\n",
                                                    chosen="good", rejected="bad"),
-     "evaluate", r"cols.jsonl, line 1: no field 'prompt'.*the columns of evaluate.agreement_sets 'extra'"),
+     "agreement", r"cols.jsonl, line 1: no field 'prompt'.*the columns of evaluate.agreement_sets 'extra'"),
     ("required evaluation set missing", set_param("evaluate", "agreement_sets", [pair_set("extra", "gone.jsonl")]), "sets",
      r"evaluation set 'extra': gone.jsonl not found.*optional: true"),
     # -- the cases that already worked --
@@ -209,11 +211,15 @@ CASES = [
      "human", r"plain.jsonl, line 1: no field 'chosen' .*human.columns"),
     ("reward model that is not there", set_param("evaluate", "reward_model", "models/nothing"), "evaluate",
      r"evaluate.reward_model: cannot load 'models/nothing'"),
+    ("reward model that is not there, as a labeller", set_param("evaluate", "reward_model", "models/nothing"), "agreement",
+     r"evaluate.reward_model: cannot load 'models/nothing'"),
+    ("agreement not measured", remove("reports/agreement.json"), "evaluate",
+     r"reports/agreement.json not found: run the agreement stage first"),
     ("reward_model judge without a model", set_param("evaluate", "reward_model", ""), "evaluate",
      r"evaluate.judges lists reward_model but evaluate.reward_model is empty"),
     ("agreement set missing a field", agreement("half.jsonl", PAIR + "\n" + json.dumps({"prompt": "q2", "chosen": "a"}) + "\n"),
-     "evaluate", r"half.jsonl, line 2: no field 'rejected'"),
-    ("agreement set without pairs", agreement("prompts_only.jsonl", json.dumps({"prompt": "q"}) + "\n"), "evaluate",
+     "agreement", r"half.jsonl, line 2: no field 'rejected'"),
+    ("agreement set without pairs", agreement("prompts_only.jsonl", json.dumps({"prompt": "q"}) + "\n"), "agreement",
      r"agreement set 'extra' .* has no chosen/rejected fields"),
     ("params file not YAML", write("params.yaml", "model: [unclosed\n"), "model", r"params file 'params.yaml' is not valid YAML"),
     ("params section missing", write("params.yaml", "model:\n  base: model\n"), "filter", r"params file 'params.yaml' has no section 'filter'"),

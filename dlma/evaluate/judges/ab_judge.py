@@ -4,7 +4,7 @@ headline."""
 
 from __future__ import annotations
 
-import numpy as np
+import polars as pl
 
 from dlma.evaluate.judges.base import JudgeContext, JudgeResult, register
 from dlma.evaluate.stats import verdict_from_two_orders
@@ -25,17 +25,15 @@ def order_validity(judged: dict) -> dict[str, float]:
     }
 
 
-def labelled_validity(ask, labelled: dict) -> dict[str, float]:
-    """Accuracy of an A/B judge on human-labelled pairs, counted only where both orders
-    agree (a pick that flips with the order is no label), and the share so counted."""
-    consistent, right = [], []
-    for frame in labelled.values():
-        judged = ask(frame["prompt"].to_list(), frame["chosen"].to_list(), frame["rejected"].to_list())
-        consistent.append(judged["consistent"])
-        right.append(judged["picks_chosen_first_order"] & judged["consistent"])
-    if not consistent:
-        return {}
-    consistent, right = np.concatenate(consistent), np.concatenate(right)
+def labelled_validity(labelled: pl.DataFrame, labeller: str) -> dict[str, float]:
+    """An A/B judge's accuracy on the human-labelled pairs, as the agreement stage measured
+    it (columns <labeller>_consistent, <labeller>_right): counted only where both orders
+    agree (a pick that flips with the order is no label), with the share so counted. NaN
+    (so: not informative) when the agreement stage did not measure it."""
+    if f"{labeller}_right" not in labelled.columns or labelled.height == 0:
+        return {"labelled_accuracy": float("nan"), "labelled_counted": 0.0, "labelled_pairs": 0}
+    consistent = labelled[f"{labeller}_consistent"].to_numpy().astype(bool)
+    right = labelled[f"{labeller}_right"].to_numpy().astype(bool)
     return {"labelled_accuracy": float(right.sum() / consistent.sum()) if consistent.any() else float("nan"),
             "labelled_counted": float(consistent.mean()), "labelled_pairs": int(consistent.size)}
 

@@ -26,9 +26,10 @@ class JudgeContext:
     judge_model: Any  # the base model in the scoring dtype (a self-judge)
     tokenizer: Any
     params: Any  # the stage's params bundle (evaluate, prompts, score, model)
-    # human-labelled pair sets by name (id, prompt, chosen, rejected, pair): a judge checks
-    # itself on them and reports its accuracy as validity
-    labelled: dict[str, pl.DataFrame] = field(default_factory=dict)
+    # the agreement stage's rows: every human-labelled pair (set, id, prompt, chosen,
+    # rejected) with each labeller's verdict on it (<labeller>_right, ...); a judge that
+    # is also a labeller there (reward_model, judge_model) reads its accuracy as validity
+    labelled: pl.DataFrame = field(default_factory=pl.DataFrame)
     shared: dict = field(default_factory=dict)  # passes one judge leaves for others (e.g. log-probs)
 
 

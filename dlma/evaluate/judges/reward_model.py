@@ -1,41 +1,25 @@
 """Judge `reward_model`: a sequence-classification reward model (`evaluate.reward_model`: the
 reward stage's folder, another local model or a hub id) scores both answers; the higher
-reward wins. It checks itself on the human-labelled sets (accuracy, as validity) and, for
-the reward stage's model, carries its accuracy on the held-out human pairs."""
+reward wins. Its validity is its accuracy on the human-labelled sets, measured by the
+agreement stage on the same model, and, for the reward stage's model, its accuracy on the
+held-out human pairs."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
+import polars as pl
 
-import numpy as np
-import torch
-
-from dlma.core.errors import DlmaError
+from dlma.agreement.labellers import reward_card, reward_function
 from dlma.evaluate.judges.base import JudgeContext, JudgeResult, register
 from dlma.evaluate.stats import verdict_from_margin
-from dlma.model import load_tokenizer
-from dlma.reward.inputs import reward_inputs
-from dlma.reward.run import REWARD_CARD, reward_scores
 
 
-def load_reward_model(path: str, *, trust_remote_code: bool = False):
-    from transformers import AutoModelForSequenceClassification
-
-    try:
-        tokenizer = load_tokenizer(path, trust_remote_code=trust_remote_code, require_eos=False)
-        model = AutoModelForSequenceClassification.from_pretrained(path, trust_remote_code=trust_remote_code,
-                                                                   dtype=torch.float32).eval()
-    except (OSError, ValueError) as exc:
-        raise DlmaError(f"evaluate.reward_model: cannot load '{path}' ({exc})") from exc
-    if model.config.pad_token_id is None:
-        model.config.pad_token_id = tokenizer.pad_token_id
-    return model, tokenizer
-
-
-def reward_card(path: str) -> dict:
-    card = Path(path) / REWARD_CARD
-    return json.loads(card.read_text()) if card.is_file() else {}
+def labelled_accuracy(labelled: pl.DataFrame) -> dict[str, float]:
+    """Pooled over the agreement sets: share of human-labelled pairs where the reward model
+    gives the chosen answer the higher reward. NaN (so: not informative) when the agreement
+    stage did not measure it."""
+    if "reward_model_right" not in labelled.columns or labelled.height == 0:
+        return {"labelled_accuracy": float("nan"), "labelled_pairs": 0}
+    return {"labelled_accuracy": float(labelled["reward_model_right"].mean()), "labelled_pairs": labelled.height}
 
 
 @register("reward_model", description="independent: a reward model fitted on human labels (evaluate.reward_model)",
@@ -45,18 +29,9 @@ def reward_model(context: JudgeContext) -> JudgeResult:
     card = reward_card(p.evaluate.reward_model)
     if "skipped" in card:  # the reward stage had no human pairs
         return JudgeResult(metrics={"reward_model": {"skipped": card["skipped"]}})
-    model, tokenizer = load_reward_model(p.evaluate.reward_model, trust_remote_code=p.model.trust_remote_code)
-
-    def rewards(queries, answers) -> np.ndarray:
-        sequences = [reward_inputs(tokenizer, q, a) for q, a in zip(queries, answers)]
-        return reward_scores(model, tokenizer.pad_token_id, sequences, batch_size=p.score.batch_size)
-
+    rewards = reward_function(p.evaluate.reward_model, batch_size=p.score.batch_size, trust_remote_code=p.model.trust_remote_code)
     reward_aligned, reward_base = rewards(context.queries, context.aligned), rewards(context.queries, context.base)
-    # Validity: does it prefer the human-chosen answer on the labelled sets?
-    right = [rewards(f["prompt"].to_list(), f["chosen"].to_list()) > rewards(f["prompt"].to_list(), f["rejected"].to_list())
-             for f in context.labelled.values()]
-    labelled = np.concatenate(right) if right else np.array([])
-    validity = {"labelled_accuracy": float(labelled.mean()) if labelled.size else float("nan"), "labelled_pairs": labelled.size}
+    validity = labelled_accuracy(context.labelled)
     if "holdout" in card and "accuracy" in card["holdout"]:
         validity |= {"holdout_accuracy": card["holdout"]["accuracy"], "holdout_pairs": card["holdout"]["pairs"]}
     return JudgeResult(
