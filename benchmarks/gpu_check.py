@@ -230,7 +230,7 @@ def main() -> None:
         peak_gib()
         # Throughput counts every decoded position: a batch runs until its longest answer ends.
         model.generation_config.min_new_tokens = params.max_new_tokens
-        samples, seconds = timed(lambda: sample_responses(model, tokenizer, contexts, params, seeds=list(range(len(contexts)))))
+        samples, seconds = timed(lambda m=model: sample_responses(m, tokenizer, contexts, params, seeds=list(range(len(contexts)))))
         results[f"generate_{name}_tokens_per_s"] = len(contexts) * params.max_new_tokens / seconds
         results[f"generate_{name}_peak_gib"] = peak_gib()
         del model
@@ -247,7 +247,7 @@ def main() -> None:
     for dtype_name, attn in (("fp32", "eager"), ("fp32", "sdpa"), ("bf16", "eager"), ("bf16", "sdpa")):
         model = build_model(args.config_dir, torch.float32 if dtype_name == "fp32" else torch.bfloat16, attn)
         response_logprobs(model, score_pairs[:32], pad_id=tokenizer.pad_token_id, batch_size=32)  # warm-up
-        logps, seconds = timed(lambda: response_logprobs(model, score_pairs, pad_id=tokenizer.pad_token_id, batch_size=32))
+        logps, seconds = timed(lambda m=model: response_logprobs(m, score_pairs, pad_id=tokenizer.pad_token_id, batch_size=32))
         logps = logps.reshape(6, n)
         score = contrastive_score(logps[0], logps[1], logps[2], logps[3])
         if baseline is None:

@@ -13,7 +13,10 @@ in the same run on the same machine (these machines are noisy: read the ratios).
   step (reference log-probs from a reference forward every step), same pairs and batch;
 - scaling: generate + score time at 3 prompt counts and 3 response lengths;
 - --pipeline: each stage of the default pipeline run in a fresh clone, wall time and peak
-  memory (RSS of the stage's process tree).
+  memory (RSS of the stage's process tree);
+- --vllm (with a vLLM environment, generate.vllm_python or $DLMA_VLLM_PYTHON): the generate
+  stage's sampling with generate.engine vllm (its process start included, as the stage pays
+  it) vs the HF engine, at 3 sizes: from how many answers vLLM pays.
 Writes reports/benchmarks.json (`dvc repro benchmarks/dvc.yaml:throughput`, outside the
 default pipeline) and prints a table.
 """
@@ -175,6 +178,29 @@ def bench_scaling(gen_model, score_model, tokenizer, prompts, frame, gen: Genera
     return rows
 
 
+def bench_vllm(path: Path, gen_model, tokenizer, contexts: list[list[int]], gen: GenerateParams, sizes: list[int]) -> dict:
+    """The HF engine (stage setting, in this process) vs the vLLM engine (its own process,
+    started per call as the stage does) on the same contexts and seeds; a 1-answer, 1-token
+    call measures vLLM's start."""
+    from dlma.generate.vllm_engine import sample_with_vllm
+
+    vllm_gen = replace(gen, engine="vllm", vllm_python=gen.vllm_python or os.environ.get("DLMA_VLLM_PYTHON", ""))
+    _, start = timed(lambda: sample_with_vllm(str(path), tokenizer, contexts[:1], [0], params=replace(vllm_gen, max_new_tokens=1)))
+    rows = []
+    for size in sizes:
+        part = (contexts * (size // len(contexts) + 1))[:size]
+        seeds = list(range(size))
+        hf, hf_s = timed(lambda: sample_responses(gen_model, tokenizer, part, gen, seeds=seeds, desc=f"hf {size}"))
+        vl, vllm_s = timed(lambda: sample_with_vllm(str(path), tokenizer, part, seeds, params=vllm_gen))
+        rows.append({"answers": size, "new_tokens": gen.max_new_tokens, "hf_s": hf_s, "vllm_s": vllm_s, "vllm_speedup": hf_s / vllm_s,
+                     "hf_tokens": sum(s.n_tokens for s in hf), "vllm_tokens": sum(s.n_tokens for s in vl),
+                     "hf_tokens_per_s": sum(s.n_tokens for s in hf) / hf_s,
+                     "vllm_tokens_per_s_after_start": sum(s.n_tokens for s in vl) / max(vllm_s - start, 1e-9)})
+        print(f"vllm: {rows[-1]}", flush=True)
+    pays = [r["answers"] for r in rows if r["vllm_speedup"] > 1]
+    return {"start_s": start, "sizes": rows, "pays_from_answers": min(pays) if pays else None}
+
+
 def bench_pipeline() -> list[dict]:
     """Each stage of dvc.lock, in order, in a fresh clone: wall time and peak RSS."""
     lock = yaml.safe_load((REPO / "dvc.lock").read_text())["stages"]
@@ -208,6 +234,8 @@ def main() -> None:
     parser.add_argument("--train-steps", type=int, default=3)
     parser.add_argument("--pipeline", action="store_true")
     parser.add_argument("--pipeline-only", action="store_true", help="only the pipeline section, merged into --out")
+    parser.add_argument("--vllm", action="store_true", help="also the vLLM engine against the HF engine")
+    parser.add_argument("--vllm-only", action="store_true", help="only the vLLM section, merged into --out")
     parser.add_argument("--out", type=Path, default=REPO / "reports" / "benchmarks.json")
     args = parser.parse_args()
     os.chdir(REPO)
@@ -224,6 +252,19 @@ def main() -> None:
     tokenizer = load_tokenizer(path)
     frame = pl.read_parquet("data/prompts_train.parquet").head(max(args.prompts, 32))
     results: dict = {"machine": {"threads": torch.get_num_threads(), "torch": torch.__version__, "cpu_count": os.cpu_count()}}
+    if args.vllm or args.vllm_only:  # the HF engine as the stage runs it, against vLLM, at 64 new tokens
+        if args.vllm_only:
+            results = json.loads(args.out.read_text()) if args.out.is_file() else results
+        gen_dtype = {"bfloat16": torch.bfloat16, "float32": torch.float32, "float16": torch.float16}[gen.dtype]
+        pairs_all = pairs_of(prompts, frame["category"].to_list(), frame.height)
+        all_contexts = (encode_contexts(tokenizer, prompts, frame["prompt"].to_list(), "pos", pairs_all)
+                        + encode_contexts(tokenizer, prompts, frame["prompt"].to_list(), "neg", pairs_all))
+        results["vllm"] = bench_vllm(path, load(path, gen_dtype, "sdpa"), tokenizer, all_contexts, replace(gen, max_new_tokens=64),
+                                     sizes=[16, 64, 128])
+        if args.vllm_only:
+            write_json(results, args.out)
+            print(json.dumps(results["vllm"], indent=2))
+            return
 
     roofline = {name: matmul_roofline(dtype) for name, dtype in (("float32", torch.float32), ("bfloat16", torch.bfloat16))}
     results["roofline_gflops"] = roofline

@@ -53,11 +53,11 @@ class AgreementConfig:
 def measure_agreement(config: AgreementConfig, model_id: Path, sets: Path | None) -> tuple[dict, pl.DataFrame]:
     """Summaries by set (reports/agreement.json) and every pair's verdicts (one table)."""
     p = config.evaluate
-    model, tokenizer, _ = load_checked(config.model, model_id, config.score.dtype, config.score.attn_implementation)
-    reward, reward_skipped = None, None
-    if not p.agreement_sets:  # nothing to label: load no other model
+    if not p.agreement_sets:  # nothing to label: load no model
         log.warning("agreement: evaluate.agreement_sets is empty; nothing to measure")
         return {}, pl.DataFrame(schema={"set": pl.String})
+    model, tokenizer, _ = load_checked(config.model, model_id, config.score.dtype, config.score.attn_implementation)
+    reward, reward_skipped = None, None
     if p.reward_model:
         card = reward_card(p.reward_model)
         if "skipped" in card:  # the reward stage had no human pairs to fit on

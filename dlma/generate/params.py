@@ -20,11 +20,14 @@ class GenerateParams:
     batch_size: int
     seed: int
     dtype: DTypeName
-    # params.yaml writes both; the defaults only serve model cards written before they existed
+    # params.yaml writes these three; the defaults only serve model cards written before they existed
     engine: Literal["hf", "vllm"] = "hf"  # the generate stage's sampler (evaluate and the served model use hf)
     vllm_python: str = ""  # the python of the vLLM environment, for engine vllm ("" = $DLMA_VLLM_PYTHON)
+    vllm_memory_fraction: float = 0.25  # vLLM's gpu_memory_utilization: of the GPU's memory, or on CPU of the RAM
 
     def __post_init__(self) -> None:
+        if not 0.0 < self.vllm_memory_fraction <= 1.0:
+            raise DlmaError(f"generate.vllm_memory_fraction must be in (0, 1], got {self.vllm_memory_fraction}")
         if self.max_new_tokens < 1 or self.batch_size < 1 or self.max_prompt_tokens < 1:
             raise DlmaError("generate.max_new_tokens, generate.max_prompt_tokens and generate.batch_size must be >= 1")
         if self.temperature <= 0:

@@ -4,7 +4,7 @@ project's environment). It imports nothing from dlma: only the standard library 
 
     <vllm python> dlma/generate/vllm_worker.py REQUEST.json OUT.jsonl
 
-REQUEST.json: {"model": dir, "dtype": str, "enforce_eager": bool, "sampling": {temperature,
+REQUEST.json: {"model": dir, "dtype": str, "enforce_eager": bool, "memory_fraction": float, "sampling": {temperature,
 top_p, top_k, max_tokens, stop_token_ids}, "requests": [{"prompt_token_ids": [...], "seed": int}]}
 OUT.jsonl: one {"token_ids": [...], "finish_reason": str} per request, in request order.
 Each request carries its own seed (vLLM's per-request generator), so a sample does not
@@ -21,7 +21,7 @@ def main(request_path: str, out_path: str) -> None:
     with open(request_path) as handle:
         request = json.load(handle)
     llm = LLM(model=request["model"], tokenizer=request["model"], dtype=request["dtype"],
-              enforce_eager=request["enforce_eager"], seed=0)
+              enforce_eager=request["enforce_eager"], gpu_memory_utilization=request["memory_fraction"], seed=0)
     sampling = request["sampling"]
     params = [SamplingParams(n=1, temperature=sampling["temperature"], top_p=sampling["top_p"], top_k=sampling["top_k"],
                              max_tokens=sampling["max_tokens"], stop_token_ids=sampling["stop_token_ids"],

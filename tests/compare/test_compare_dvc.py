@@ -37,6 +37,9 @@ def test_compare_runs_every_method_and_seed_and_reports_them(tmp_path_factory, t
     repo.commit("comparison setup")
     result = repo.run(sys.executable, "-c", "from dlma.cli import main; main()", "compare")
     assert "# Comparison `t`" in result.stdout
+    # Stages that no method or seed changes ran once; the other runs took them from DVC's run cache.
+    for stage in ("reward", "agreement"):
+        assert result.stderr.count(f"Running stage '{stage}'") == 1, stage
     compare = json.loads((root / "reports" / "compare.json").read_text())
     assert sorted(compare["experiments"]) == sorted(f"t-{m}-s{s}" for m in ("dlma", "rlcd", "dpo-human") for s in (0, 1))
     assert set(compare["vs_base"]) == {"dlma", "rlcd", "dpo_human"} and compare["seeds"] == [0, 1]
@@ -47,6 +50,11 @@ def test_compare_runs_every_method_and_seed_and_reports_them(tmp_path_factory, t
     for method in ("dlma", "rlcd", "dpo_human"):
         assert f"| {method} |" in report
     assert "## Judges and their validity" in report and "reward_model" in report
+    # Label agreement: the same measurement in every run, every labeller with its paired difference.
+    shipped = compare["agreement"]["shipped"]
+    assert shipped["rows"] == 4 and {"contrastive", "likelihood", "ab_judge", "reward_model"} <= set(shipped)
+    assert shipped["contrastive_minus_reward_model"]["n"] == 4
+    assert "| shipped | reward model (evaluate.reward_model) |" in report
     # The experiments are DVC experiments: `dvc exp show` lists them with their metrics.
     shown = repo.run("dvc", "exp", "show", "--json").stdout
     assert "t-dpo-human-s1" in shown and "win_rate" in shown

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import polars as pl
@@ -107,6 +108,13 @@ def write(name: str, content: str | bytes, *then):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(content if isinstance(content, bytes) else content.encode())
         for step in then:
+            step(root)
+    return apply
+
+
+def steps(*applied):
+    def apply(root: Path) -> None:
+        for step in applied:
             step(root)
     return apply
 
@@ -211,6 +219,12 @@ CASES = [
      "human", r"plain.jsonl, line 1: no field 'chosen' .*human.columns"),
     ("reward model that is not there", set_param("evaluate", "reward_model", "models/nothing"), "evaluate",
      r"evaluate.reward_model: cannot load 'models/nothing'"),
+    ("vLLM engine without its environment", set_param("generate", "engine", "vllm"), "generate",
+     r"generate.engine is vllm but no vLLM environment is given: set generate.vllm_python"),
+    ("vLLM environment without vllm", steps(set_param("generate", "engine", "vllm"), set_param("generate", "vllm_python", sys.executable)),
+     "generate", r"vLLM worker failed with exit code 1 \(vllm is not installed in "),
+    ("vLLM memory share out of range", set_param("generate", "vllm_memory_fraction", 1.5), "generate",
+     r"generate.vllm_memory_fraction must be in \(0, 1\], got 1.5"),
     ("reward model that is not there, as a labeller", set_param("evaluate", "reward_model", "models/nothing"), "agreement",
      r"evaluate.reward_model: cannot load 'models/nothing'"),
     ("agreement not measured", remove("reports/agreement.json"), "evaluate",
@@ -232,7 +246,8 @@ def snapshot(root: Path) -> dict[str, str]:
 
 
 @pytest.mark.parametrize(("case", "breaks", "stage", "message"), CASES, ids=[c[0] for c in CASES])
-def test_bad_input_is_refused_cleanly(built, tmp_path, case, breaks, stage, message):
+def test_bad_input_is_refused_cleanly(built, tmp_path, monkeypatch, case, breaks, stage, message):
+    monkeypatch.delenv("DLMA_VLLM_PYTHON", raising=False)  # a vLLM environment of the developer's must not count
     root = tmp_path / "project"
     shutil.copytree(built, root)
     breaks(root)
