@@ -18,6 +18,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections import deque
 from pathlib import Path
 
 from dlma.core.errors import DlmaError
@@ -104,11 +105,15 @@ def sample_with_vllm(model_path: str, tokenizer, contexts: list[list[int]], seed
         request, out = Path(scratch) / "request.json", Path(scratch) / "out.jsonl"
         request.write_text(json.dumps(vllm_request(model_path, contexts, seeds, params, eos_ids)))
         log.info("generate: %d requests to vLLM (%s)", len(contexts), python)
-        # The worker's progress and logs go to this stage's stderr as they come.
-        done = subprocess.run([python, str(WORKER), str(request), str(out)], stdout=sys.stderr, stderr=subprocess.PIPE,
-                              text=True)
-        if done.returncode:
-            tail = "\n".join(done.stderr.strip().splitlines()[-8:])
-            hint = f" (vllm is not installed in {python}: `{INSTALL}`)" if "No module named 'vllm'" in done.stderr else ""
-            raise DlmaError(f"the vLLM worker failed with exit code {done.returncode}{hint}:\n{tail}")
+        # The worker's logs and progress go to this stage's stderr as they come; the last
+        # lines are kept for the error message.
+        tail: deque[str] = deque(maxlen=8)
+        with subprocess.Popen([python, str(WORKER), str(request), str(out)], stderr=subprocess.PIPE, text=True) as worker:
+            for line in worker.stderr:
+                sys.stderr.write(line)
+                tail.append(line.rstrip())
+        if worker.returncode:
+            text = "\n".join(tail)
+            hint = f" (vllm is not installed in {python}: `{INSTALL}`)" if "vllm is not importable" in text else ""
+            raise DlmaError(f"the vLLM worker failed with exit code {worker.returncode}{hint}:\n{text}")
         return parse_outputs(out.read_text().splitlines(), tokenizer, eos_ids, len(contexts), str(out))

@@ -16,13 +16,22 @@ import sys
 
 
 def main(request_path: str, out_path: str) -> None:
-    from vllm import LLM, SamplingParams
+    try:
+        from vllm import LLM, SamplingParams
+    except ImportError as exc:  # the wrong python: one line, for the stage's error message
+        print(f"vllm is not importable in {sys.executable}: {exc}", file=sys.stderr)
+        sys.exit(3)
 
     with open(request_path) as handle:
         request = json.load(handle)
-    llm = LLM(model=request["model"], tokenizer=request["model"], dtype=request["dtype"],
-              enforce_eager=request["enforce_eager"], gpu_memory_utilization=request["memory_fraction"], seed=0)
     sampling = request["sampling"]
+    # Each prompt is prefilled whole (no chunked prefill): after a partial prefill vLLM 0.32
+    # rewinds a seeded request's generator, which CPU generators cannot do ("CPU Generator
+    # does not use offset"). The context length is what this request needs, no more.
+    longest = max(len(item["prompt_token_ids"]) for item in request["requests"]) + sampling["max_tokens"]
+    llm = LLM(model=request["model"], tokenizer=request["model"], dtype=request["dtype"],
+              enforce_eager=request["enforce_eager"], gpu_memory_utilization=request["memory_fraction"], seed=0,
+              enable_chunked_prefill=False, max_model_len=longest, max_num_batched_tokens=max(longest, 4096))
     params = [SamplingParams(n=1, temperature=sampling["temperature"], top_p=sampling["top_p"], top_k=sampling["top_k"],
                              max_tokens=sampling["max_tokens"], stop_token_ids=sampling["stop_token_ids"],
                              seed=item["seed"], detokenize=False)

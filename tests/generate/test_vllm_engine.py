@@ -79,7 +79,7 @@ def test_a_missing_or_broken_vllm_environment_says_how_to_make_one(tiny_lm, tiny
         pytest.skip("vllm is importable here")
     except ImportError:
         pass
-    with pytest.raises(DlmaError, match=r"(?s)vLLM worker failed with exit code 1 \(vllm is not installed in .*\):\n.*No module named 'vllm'"):
+    with pytest.raises(DlmaError, match=r"(?s)vLLM worker failed with exit code 3 \(vllm is not installed in .*\):\nvllm is not importable in .*No module named 'vllm'"):
         sample_with_vllm(str(tiny_model_dir), tokenizer, contexts, [1],
                          params=shipped(GenerateParams, "generate", engine="vllm", vllm_python=sys.executable))
 

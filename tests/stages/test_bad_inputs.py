@@ -222,7 +222,7 @@ CASES = [
     ("vLLM engine without its environment", set_param("generate", "engine", "vllm"), "generate",
      r"generate.engine is vllm but no vLLM environment is given: set generate.vllm_python"),
     ("vLLM environment without vllm", steps(set_param("generate", "engine", "vllm"), set_param("generate", "vllm_python", sys.executable)),
-     "generate", r"vLLM worker failed with exit code 1 \(vllm is not installed in "),
+     "generate", r"vLLM worker failed with exit code 3 \(vllm is not installed in "),
     ("vLLM memory share out of range", set_param("generate", "vllm_memory_fraction", 1.5), "generate",
      r"generate.vllm_memory_fraction must be in \(0, 1\], got 1.5"),
     ("reward model that is not there, as a labeller", set_param("evaluate", "reward_model", "models/nothing"), "agreement",
