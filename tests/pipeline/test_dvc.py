@@ -253,7 +253,7 @@ def test_queued_experiments_record_into_the_same_store_and_see_the_same_sets(rep
         for exp in commit.get("experiments") or []:
             for revision in exp.get("revs") or []:
                 metrics = (revision.get("data") or {}).get("metrics") or {}
-                found = (metrics.get("reports/metrics.json") or {}).get("data") or {}
+                found = (metrics.get("reports/agreement.json") or {}).get("data") or {}
                 if revision.get("name") in ("beta03", "beta04"):
-                    rows[revision["name"]] = found.get("agreement", {}).get("outside", {}).get("rows")
+                    rows[revision["name"]] = found.get("outside", {}).get("rows")
     assert rows == {"beta03": 4, "beta04": 4}, rows
