@@ -275,36 +275,44 @@ def load_causal_lm(
     return model.to(device).eval()
 
 
-def load_for_stage(params: ModelParams, dtype_name: str, attn_implementation: str | None = None):
-    """Resolve, then load model and tokenizer with the stage's dtype. Returns (model, tokenizer, resolved)."""
-    resolved = resolve_model(params.base)
+def load_resolved(params: ModelParams, resolved: ResolvedModel, dtype_name: str, attn_implementation: str | None = None):
+    """Load a resolved model and its tokenizer with the stage's dtype. Returns (model, tokenizer)."""
     device = resolve_device(params.device)
     dtype = resolve_dtype(dtype_name, device)
     log.info("model %s (%s) from %s on %s as %s", params.base, resolved.source, resolved.path, device, dtype)
     tokenizer = load_tokenizer(resolved.path, trust_remote_code=params.trust_remote_code)
-    model = load_causal_lm(
-        resolved.path,
-        dtype=dtype,
-        device=device,
-        attn_implementation=attn_implementation,
-        trust_remote_code=params.trust_remote_code,
-    )
-    return model, tokenizer, resolved
+    model = load_causal_lm(resolved.path, dtype=dtype, device=device, attn_implementation=attn_implementation,
+                           trust_remote_code=params.trust_remote_code)
+    return model, tokenizer
 
 
-def load_checked(params: ModelParams, identity_file: Path, dtype: str, attn_implementation: str | None = None):
-    """Load the stage's model and check it is the one the `model` stage recorded."""
+def load_for_stage(params: ModelParams, dtype_name: str, attn_implementation: str | None = None):
+    """Resolve, then load model and tokenizer with the stage's dtype. Returns (model, tokenizer, resolved)."""
+    resolved = resolve_model(params.base)
+    return *load_resolved(params, resolved, dtype_name, attn_implementation), resolved
+
+
+def checked_model(params: ModelParams, identity_file: Path) -> ResolvedModel:
+    """Resolve `model.base` and check it is the model the `model` stage recorded (weights
+    not loaded: the vLLM engine loads them in its own process)."""
     try:
         recorded = json.loads(Path(identity_file).read_text())
     except (OSError, ValueError) as exc:
         raise DlmaError(f"cannot read model identity '{identity_file}' ({exc}); run the model stage first") from exc
-    model, tokenizer, resolved = load_for_stage(params, dtype, attn_implementation)
+    resolved = resolve_model(params.base)
     if recorded.get("sha256") != resolved.sha256:
         raise DlmaError(
             f"model '{params.base}' changed since '{identity_file}' was written; "
             "run `dvc repro` so every stage uses the same model"
         )
-    return model, tokenizer, resolved
+    return resolved
+
+
+def load_checked(params: ModelParams, identity_file: Path, dtype: str, attn_implementation: str | None = None):
+    """Load the stage's model, checked to be the one the `model` stage recorded.
+    Returns (model, tokenizer, resolved)."""
+    resolved = checked_model(params, identity_file)
+    return *load_resolved(params, resolved, dtype, attn_implementation), resolved
 
 
 MODEL_CARD = "dlma_model.json"

@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import functools
-import json
 import logging
 from pathlib import Path
 
@@ -24,23 +23,9 @@ from dlma.generate.pairs import generate_pairs, human_pairs
 from dlma.generate.params import GenerateParams
 from dlma.generate.vllm_engine import sample_with_vllm
 from dlma.lm.prompts import PromptsParams
-from dlma.model import ModelParams, load_checked, load_tokenizer, resolve_model
+from dlma.model import ModelParams, checked_model, load_checked, load_tokenizer
 
 log = logging.getLogger(__name__)
-
-
-def checked_tokenizer(model_params: ModelParams, model_id: Path):
-    """The tokenizer of model.base, after checking it is the model the model stage recorded
-    (what load_checked does, without loading the weights into this process)."""
-    resolved = resolve_model(model_params.base)
-    try:
-        recorded = json.loads(Path(model_id).read_text())
-    except (OSError, ValueError) as exc:
-        raise DlmaError(f"cannot read model identity '{model_id}' ({exc}); run the model stage first") from exc
-    if recorded.get("sha256") != resolved.sha256:
-        raise DlmaError(f"model '{model_params.base}' changed since '{model_id}' was written; run `dvc repro` so every stage "
-                        "uses the same model")
-    return load_tokenizer(resolved.path, trust_remote_code=model_params.trust_remote_code), resolved
 
 
 @stage_entry
@@ -72,7 +57,8 @@ def main(
     if frame.height == 0:
         raise DlmaError(f"'{prompts}' has no prompts")
     if params.engine == "vllm":  # vLLM samples in its own process; this one only needs the tokenizer
-        tokenizer, resolved = checked_tokenizer(model_params, model_id)
+        resolved = checked_model(model_params, model_id)
+        tokenizer = load_tokenizer(resolved.path, trust_remote_code=model_params.trust_remote_code)
         sampler = functools.partial(sample_with_vllm, str(resolved.path), tokenizer, params=params)
         result, summary = generate_pairs(None, tokenizer, frame, prompt_params, params, sampler=sampler)
     else:

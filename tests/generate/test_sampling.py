@@ -77,3 +77,18 @@ def test_rlaif_pairs_are_two_samples_from_the_bare_prompt(tiny_lm):
         expected = sample_responses(model, tokenizer, bare, params, seeds=[row_seed(params.seed, f"r{i}", side) for i in range(4)])
         assert result[f"response_{side}_ids"].to_list() == [list(s.token_ids) for s in expected]
     assert result["response_pos_ids"].to_list() != result["response_neg_ids"].to_list()
+
+
+def test_draw_samples_the_distribution_over_its_support_only():
+    from dlma.generate.sampling import draw
+
+    probs = torch.zeros(5000)
+    probs[[7, 1200, 4999]] = torch.tensor([0.5, 0.3, 0.2])
+    generator = torch.Generator().manual_seed(0)
+    picks = torch.stack([draw(probs, generator) for _ in range(20000)])
+    assert set(picks.tolist()) == {7, 1200, 4999}  # never a token of probability 0
+    shares = [(picks == token).float().mean().item() for token in (7, 1200, 4999)]
+    # 20,000 draws: the standard error of each share is under 0.004.
+    assert all(abs(share - p) < 0.015 for share, p in zip(shares, (0.5, 0.3, 0.2)))
+    again = torch.Generator().manual_seed(0)
+    assert [draw(probs, again).item() for _ in range(50)] == picks[:50].tolist()  # the seed fixes the draws
