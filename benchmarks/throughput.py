@@ -5,7 +5,8 @@ in the same run on the same machine (these machines are noisy: read the ratios).
     python benchmarks/throughput.py --pipeline        # + the default pipeline's stage times (~15 min more)
 
 - generate: the stage's batched sampling vs a batch-1 `generate` loop (same prompts, same
-  number of new tokens);
+  number of new tokens), and vs the same sampling with a draw over the whole vocabulary and
+  with batches of 16 (the stage's earlier choices);
 - score: the stage's log-prob pass vs a naive pass (full-sequence logits in the model dtype,
   labels masked with -100 and a log-softmax over every position, as the official code
   does), and as a share of this machine's matmul roofline for the dtype, measured here;
@@ -33,6 +34,7 @@ import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import polars as pl
@@ -44,6 +46,7 @@ sys.path.insert(0, str(REPO))
 
 from dlma.core.config import load_section  # noqa: E402
 from dlma.core.io import write_json  # noqa: E402
+from dlma.generate import sampling  # noqa: E402
 from dlma.generate.params import GenerateParams  # noqa: E402
 from dlma.generate.sampling import row_seed, sample_responses  # noqa: E402
 from dlma.lm.logprobs import pad_pairs, response_logprobs  # noqa: E402
@@ -86,10 +89,18 @@ def bench_generate(model, tokenizer, contexts, params: GenerateParams) -> dict:
                            max_new_tokens=params.max_new_tokens, pad_token_id=tokenizer.pad_token_id)
 
     _, single = timed(one_at_a_time)
+    # The stage's own earlier choices, as baselines: a draw over the whole vocabulary (what
+    # torch.multinomial does with the zeros top-k leaves) and batches of 16.
+    with mock.patch.object(sampling, "draw", lambda probs, generator: torch.multinomial(probs, 1, generator=generator)[0]):
+        _, whole_vocab = timed(lambda: sample_responses(model, tokenizer, contexts, params, seeds=seeds, desc="whole-vocab draw"))
+    _, batch16 = timed(lambda: sample_responses(model, tokenizer, contexts, replace(params, batch_size=16), seeds=seeds,
+                                                desc="batch 16"))
     model.generation_config.min_new_tokens = None
     tokens = len(contexts) * params.max_new_tokens
     return {"responses": len(contexts), "new_tokens": params.max_new_tokens, "batch_size": params.batch_size,
-            "stage_tokens_per_s": tokens / batched, "batch1_tokens_per_s": tokens / single, "speedup": single / batched}
+            "stage_tokens_per_s": tokens / batched, "batch1_tokens_per_s": tokens / single, "speedup": single / batched,
+            "whole_vocab_draw_tokens_per_s": tokens / whole_vocab, "support_draw_speedup": whole_vocab / batched,
+            "batch16_tokens_per_s": tokens / batch16, "batch_speedup_vs_16": batch16 / batched}
 
 
 @torch.no_grad()

@@ -2,7 +2,9 @@
 contexts, one seed per row and side), the parsing of the worker's answers into the same
 Sample rows, and the errors when the vLLM environment is missing or broken (the real worker
 script, run by a python without vllm). With DLMA_VLLM_PYTHON set (a vLLM environment,
-README "vLLM engine"), the last test runs vLLM itself on the tiny model."""
+README "vLLM engine"), the last two run vLLM itself on the default model (it has no CPU
+kernel for the tiny model's heads): samples independent of the batch, and the generate
+stage with engine vllm feeding the score stage."""
 
 from __future__ import annotations
 
@@ -102,3 +104,43 @@ def test_vllm_samples_do_not_depend_on_the_batch():
     assert all(s.n_tokens > 0 and s.text for s in everything), [s.text for s in everything]
     other = sample_with_vllm(str(path), tokenizer, contexts, [s + 1 for s in seeds], params=params)
     assert [s.token_ids for s in other] != [s.token_ids for s in everything]
+
+
+@pytest.mark.skipif(not os.environ.get("DLMA_VLLM_PYTHON"), reason="needs a vLLM environment (DLMA_VLLM_PYTHON)")
+def test_the_generate_stage_with_vllm_feeds_the_score_stage(tmp_path, monkeypatch):
+    # End to end through the stages' CLI: model -> prepare -> generate (engine vllm) -> score.
+    from pathlib import Path
+
+    import yaml
+    from typer.testing import CliRunner
+
+    from dlma.cli import app
+
+    repo = Path(__file__).resolve().parents[2]
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["data"].update({"source": str(repo / "data" / "prompts.jsonl"), "limit": 5})
+    params["generate"].update({"engine": "vllm", "max_new_tokens": 12, "vllm_python": os.environ["DLMA_VLLM_PYTHON"],
+                               "vllm_memory_fraction": 0.1})
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    for args in (["model", "--out", "model.json"],
+                 ["prepare", "--train", "tr.parquet", "--eval", "ev.parquet", "--report", "prep.json"],
+                 ["generate", "--prompts", "tr.parquet", "--model-id", "model.json", "--out", "gen.parquet", "--report", "gen.json"],
+                 ["score", "--generated", "gen.parquet", "--model-id", "model.json", "--out", "sc.parquet", "--report", "sc.json"]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, (args[0], result.output)
+    from dlma.model import load_tokenizer, resolve_model
+
+    eos = load_tokenizer(resolve_model(params["model"]["base"]).path).eos_token_id
+    generated, scored = pl.read_parquet("gen.parquet"), pl.read_parquet("sc.parquet")
+    assert generated.height == 4 and scored.height == 4  # 5 prompts, 1 held out
+    for side in ("pos", "neg"):
+        assert all(len(ids) <= 12 for ids in generated[f"response_{side}_ids"].to_list())
+        assert any(generated[f"response_{side}"].to_list())  # answers, not only empty ones
+        assert set(generated[f"finish_{side}"]) <= {"eos", "length"}
+        # The sampled ids are what was scored, with EOS where the model ended the answer.
+        assert scored[f"tokens_{side}"].to_list() == [
+            ids + ([eos] if finish == "eos" else [])
+            for ids, finish in zip(generated[f"response_{side}_ids"].to_list(), generated[f"finish_{side}"].to_list())]
+    assert scored["score"].is_finite().all()
