@@ -23,7 +23,8 @@ SMALL = {
     "filter": {"drop_truncated": "none"},  # a tiny random model rarely ends an answer in 6 tokens
     "score": {"batch_size": 4},
     "train": {"max_steps": 3, "batch_size": 2, "save_steps": 2},
-    "evaluate": {"limit": 4, "bootstrap": 100},
+    # ab_judge is out of the default judges (it does not judge at 135M); it stays wired in here.
+    "evaluate": {"limit": 4, "bootstrap": 100, "judges": ["self_contrast", "ab_judge", "refusal", "reward_model"]},
 }
 # A labelled set beside the repository, named by a relative path (as ../shared/... is).
 OUTSIDE_SET = {"name": "outside", "source": "../outside/pairs.jsonl", "format": "auto", "columns": {},
