@@ -51,7 +51,13 @@ from dlma.generate.params import GenerateParams  # noqa: E402
 from dlma.generate.sampling import row_seed, sample_responses  # noqa: E402
 from dlma.lm.logprobs import pad_pairs, response_logprobs  # noqa: E402
 from dlma.lm.prompts import PromptsParams, encode_contexts, pairs_of  # noqa: E402
-from dlma.model import ModelParams, load_causal_lm, load_tokenizer, resolve_model  # noqa: E402
+from dlma.model import (  # noqa: E402
+    ModelParams,
+    load_causal_lm,
+    load_tokenizer,
+    resolve_dtype,
+    resolve_model,
+)
 from dlma.train.params import TrainParams  # noqa: E402
 
 
@@ -67,6 +73,13 @@ def matmul_roofline(dtype: torch.dtype, size: int = 2048, repeats: int = 5) -> f
     torch.matmul(a, b)
     best = min(timed(lambda: torch.matmul(a, b))[1] for _ in range(repeats))
     return 2 * size**3 / best / 1e9
+
+
+def pair_contexts(tokenizer, prompts: PromptsParams, frame: pl.DataFrame) -> list[list[int]]:
+    """The generate stage's contexts for these prompts: every p+ context, then every p- one."""
+    pairs = pairs_of(prompts, frame["category"].to_list(), frame.height)
+    queries = frame["prompt"].to_list()
+    return encode_contexts(tokenizer, prompts, queries, "pos", pairs) + encode_contexts(tokenizer, prompts, queries, "neg", pairs)
 
 
 def load(path: Path, dtype: torch.dtype, attn: str = "eager"):
@@ -266,15 +279,12 @@ def main() -> None:
     tokenizer = load_tokenizer(path)
     frame = pl.read_parquet("data/prompts_train.parquet").head(max(args.prompts, 32))
     results: dict = {"machine": {"threads": torch.get_num_threads(), "torch": torch.__version__, "cpu_count": os.cpu_count()}}
+    gen_model = load(path, resolve_dtype(gen.dtype, torch.device("cpu")), "sdpa")  # the generate stage's setting
     if args.vllm or args.vllm_only:  # the HF engine as the stage runs it, against vLLM, at 64 new tokens
         if args.vllm_only:
             results = json.loads(args.out.read_text()) if args.out.is_file() else results
-        gen_dtype = {"bfloat16": torch.bfloat16, "float32": torch.float32, "float16": torch.float16}[gen.dtype]
-        pairs_all = pairs_of(prompts, frame["category"].to_list(), frame.height)
-        all_contexts = (encode_contexts(tokenizer, prompts, frame["prompt"].to_list(), "pos", pairs_all)
-                        + encode_contexts(tokenizer, prompts, frame["prompt"].to_list(), "neg", pairs_all))
-        results["vllm"] = bench_vllm(path, load(path, gen_dtype, "sdpa"), tokenizer, all_contexts, replace(gen, max_new_tokens=64),
-                                     sizes=[16, 64, 128])
+        results["vllm"] = bench_vllm(path, gen_model, tokenizer, pair_contexts(tokenizer, prompts, frame),
+                                     replace(gen, max_new_tokens=64), sizes=[16, 64, 128])
         if args.vllm_only:
             write_json(results, args.out)
             print(json.dumps(results["vllm"], indent=2))
@@ -284,12 +294,7 @@ def main() -> None:
     results["roofline_gflops"] = roofline
     print(f"matmul roofline GFLOP/s: {roofline}", flush=True)
 
-    part = frame.head(args.prompts)
-    pairs = pairs_of(prompts, part["category"].to_list(), part.height)
-    contexts = (encode_contexts(tokenizer, prompts, part["prompt"].to_list(), "pos", pairs)
-                + encode_contexts(tokenizer, prompts, part["prompt"].to_list(), "neg", pairs))
-    gen_dtype = {"bfloat16": torch.bfloat16, "float32": torch.float32, "float16": torch.float16}[gen.dtype]
-    gen_model = load(path, gen_dtype, "sdpa")
+    contexts = pair_contexts(tokenizer, prompts, frame.head(args.prompts))
     results["generate"] = bench_generate(gen_model, tokenizer, contexts, gen)
     print(f"generate: {results['generate']}", flush=True)
 
