@@ -19,9 +19,9 @@ from pathlib import Path
 
 import torch
 
-from dlma.core.config import DTypeName
 from dlma.core.errors import DlmaError
 from dlma.core.hashing import file_sha256
+from dlma.core.numerics import DtypeChoice, choose_dtype
 from dlma.core.parallel import local_rank, world_size
 
 log = logging.getLogger(__name__)
@@ -225,24 +225,6 @@ def resolve_device(name: str) -> torch.device:
     return torch.device("cpu" if name == "auto" else name)
 
 
-def cpu_has_bf16() -> bool:
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def resolve_dtype(name: DTypeName, device: torch.device) -> torch.dtype:
-    """`auto` picks by machine (bf16 where the CPU or GPU has it): the same params then mean
-    different numerics on different machines, so no default uses it."""
-    if name == "auto":
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.bfloat16 if cpu_has_bf16() else torch.float32
-    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
-
-
 def load_tokenizer(path: Path | str, *, trust_remote_code: bool = False, require_eos: bool = True):
     from transformers import AutoTokenizer
 
@@ -275,21 +257,26 @@ def load_causal_lm(
     return model.to(device).eval()
 
 
-def load_resolved(params: ModelParams, resolved: ResolvedModel, dtype_name: str, attn_implementation: str | None = None):
-    """Load a resolved model and its tokenizer with the stage's dtype. Returns (model, tokenizer)."""
-    device = resolve_device(params.device)
-    dtype = resolve_dtype(dtype_name, device)
-    log.info("model %s (%s) from %s on %s as %s", params.base, resolved.source, resolved.path, device, dtype)
+def stage_dtype(params: ModelParams, key: str, requested: str) -> DtypeChoice:
+    """The dtype that params key `key` (value `requested`) means on model.device, checked
+    against what the device computes natively (warned, and recorded in the stage's report)."""
+    return choose_dtype(key, requested, resolve_device(params.device))
+
+
+def load_resolved(params: ModelParams, resolved: ResolvedModel, numerics: DtypeChoice, attn_implementation: str | None = None):
+    """Load a resolved model and its tokenizer in the stage's dtype. Returns (model, tokenizer)."""
+    log.info("model %s (%s) from %s on %s as %s (%s)", params.base, resolved.source, resolved.path, numerics.device,
+             numerics.name, numerics.key)
     tokenizer = load_tokenizer(resolved.path, trust_remote_code=params.trust_remote_code)
-    model = load_causal_lm(resolved.path, dtype=dtype, device=device, attn_implementation=attn_implementation,
-                           trust_remote_code=params.trust_remote_code)
+    model = load_causal_lm(resolved.path, dtype=numerics.dtype, device=numerics.device,
+                           attn_implementation=attn_implementation, trust_remote_code=params.trust_remote_code)
     return model, tokenizer
 
 
-def load_for_stage(params: ModelParams, dtype_name: str, attn_implementation: str | None = None):
-    """Resolve, then load model and tokenizer with the stage's dtype. Returns (model, tokenizer, resolved)."""
+def load_for_stage(params: ModelParams, numerics: DtypeChoice, attn_implementation: str | None = None):
+    """Resolve, then load model and tokenizer in the stage's dtype. Returns (model, tokenizer, resolved)."""
     resolved = resolve_model(params.base)
-    return *load_resolved(params, resolved, dtype_name, attn_implementation), resolved
+    return *load_resolved(params, resolved, numerics, attn_implementation), resolved
 
 
 def checked_model(params: ModelParams, identity_file: Path) -> ResolvedModel:
@@ -308,11 +295,11 @@ def checked_model(params: ModelParams, identity_file: Path) -> ResolvedModel:
     return resolved
 
 
-def load_checked(params: ModelParams, identity_file: Path, dtype: str, attn_implementation: str | None = None):
+def load_checked(params: ModelParams, identity_file: Path, numerics: DtypeChoice, attn_implementation: str | None = None):
     """Load the stage's model, checked to be the one the `model` stage recorded.
     Returns (model, tokenizer, resolved)."""
     resolved = checked_model(params, identity_file)
-    return *load_resolved(params, resolved, dtype, attn_implementation), resolved
+    return *load_resolved(params, resolved, numerics, attn_implementation), resolved
 
 
 MODEL_CARD = "dlma_model.json"

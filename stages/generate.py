@@ -23,7 +23,7 @@ from dlma.generate.pairs import generate_pairs, human_pairs
 from dlma.generate.params import GenerateParams
 from dlma.generate.vllm_engine import sample_with_vllm
 from dlma.lm.prompts import PromptsParams
-from dlma.model import ModelParams, checked_model, load_checked, load_tokenizer
+from dlma.model import ModelParams, checked_model, load_checked, load_tokenizer, stage_dtype
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +62,10 @@ def main(
         sampler = functools.partial(sample_with_vllm, str(resolved.path), tokenizer, params=params)
         result, summary = generate_pairs(None, tokenizer, frame, prompt_params, params, sampler=sampler)
     else:
-        model, tokenizer, _ = load_checked(model_params, model_id, params.dtype)
+        numerics = stage_dtype(model_params, "generate.dtype", params.dtype)
+        model, tokenizer, _ = load_checked(model_params, model_id, numerics)
         result, summary = generate_pairs(model, tokenizer, frame, prompt_params, params)
+        summary["numerics"] = {numerics.key: numerics.record()}
     write_parquet(result, out)
     write_json(summary, report)
     log.info("wrote %d rows to %s: %s", result.height, out, summary)

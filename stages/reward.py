@@ -21,7 +21,7 @@ import typer
 from dlma.core.config import load_section
 from dlma.core.io import write_json
 from dlma.core.stage import stage_entry
-from dlma.model import ModelParams, resolve_model
+from dlma.model import ModelParams, resolve_model, stage_dtype
 from dlma.reward.params import RewardParams
 from dlma.reward.run import REWARD_CARD, train_reward
 
@@ -38,7 +38,8 @@ def main(
 ) -> None:
     """Train the reward model on human labels; report its held-out accuracy."""
     params = load_section(RewardParams, "reward", params_file)
-    base = params.model or load_section(ModelParams, "model", params_file).base
+    model_params = load_section(ModelParams, "model", params_file)
+    base = params.model or model_params.base
     train_pairs = pl.read_parquet(train)
     if train_pairs.height == 0:
         log.warning("reward: no human-labelled pairs; the reward_model judge will report itself skipped")
@@ -49,7 +50,8 @@ def main(
         return
     resolved = resolve_model(base)
     card = {"base": base, "base_sha256": resolved.sha256, "objective": "Bradley-Terry (trl RewardTrainer)"}
-    summary = train_reward(params, resolved.path, train_pairs, pl.read_parquet(holdout), out, card)
+    numerics = stage_dtype(model_params, "reward.dtype", params.dtype)
+    summary = train_reward(params, resolved.path, train_pairs, pl.read_parquet(holdout), out, card, numerics)
     write_json(summary, report)
     log.info("reward model: %s", summary)
 

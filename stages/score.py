@@ -19,7 +19,7 @@ from dlma.core.config import load_section
 from dlma.core.io import write_json, write_parquet
 from dlma.core.stage import stage_entry
 from dlma.lm.prompts import PromptsParams
-from dlma.model import ModelParams, load_checked
+from dlma.model import ModelParams, load_checked, stage_dtype
 from dlma.score.labellers import check_generated, label
 from dlma.score.params import ScoreParams
 from dlma.score.summary import score_summary
@@ -41,11 +41,12 @@ def main(
     params = load_section(ScoreParams, "score", params_file)
     frame = pl.read_parquet(generated)
     check_generated(frame, str(generated))
-    model, tokenizer, _ = load_checked(model_params, model_id, params.dtype, params.attn_implementation)
+    numerics = stage_dtype(model_params, "score.dtype", params.dtype)
+    model, tokenizer, _ = load_checked(model_params, model_id, numerics, params.attn_implementation)
     scored = label(params.labeller, model, tokenizer, frame, prompt_params, params)
     write_parquet(scored, out)
     summary = score_summary(scored["score"].to_numpy())
-    summary["dtype"] = str(next(model.parameters()).dtype).removeprefix("torch.")
+    summary["numerics"] = {numerics.key: numerics.record()}
     write_json(summary, report)
     log.info("score: %s", summary)
 

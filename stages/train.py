@@ -30,7 +30,7 @@ from dlma.core.paths import repository_root
 from dlma.core.stage import stage_entry
 from dlma.generate.params import GenerateParams
 from dlma.lm.prompts import PromptsParams
-from dlma.model import MODEL_CARD, ModelParams, load_checked, resolve_device
+from dlma.model import MODEL_CARD, ModelParams, load_checked, resolve_device, stage_dtype
 from dlma.tracking import store
 from dlma.tracking.params import TrackingParams
 from dlma.tracking.pyfunc import predict_signature
@@ -67,12 +67,14 @@ def main(
     frame = pl.read_parquet(preferences)
     has_reference = check_preferences(frame, str(preferences))
     # Weights stay float32 (optimiser master copy); train.dtype=bfloat16 trains under autocast.
-    model, tokenizer, resolved = load_checked(model_params, model_id, "float32", "eager")
+    numerics = stage_dtype(model_params, "train.dtype", params.dtype)
+    params = dataclasses.replace(params, dtype=numerics.name)  # `auto` resolved: the trainer sees what runs
+    model, tokenizer, resolved = load_checked(model_params, model_id, stage_dtype(model_params, "train (master weights)", "float32"), "eager")
     rows, data_report = tokenise_preferences(frame, tokenizer, prompt_params, max_length=params.max_length)
     if not has_reference:
         log.info("no reference log-probs in %s: computing them once, before training", preferences)
         add_reference_logps(rows, model, tokenizer, batch_size=params.batch_size * 2)
-    autocast = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(params.dtype)
+    autocast = numerics.dtype if numerics.dtype != torch.float32 else None
     gap = check_reference_numerics(rows, model, tokenizer, pairs=4, tolerance=params.reference_tolerance, autocast_dtype=autocast)
     log.info("reference log-probs match the policy at step 0 (largest gap %.2e nats)", gap)
 
@@ -96,7 +98,7 @@ def main(
         mlflow.log_input(mlflow.data.from_polars(frame.select("id", "prompt", "chosen", "rejected", "margin"),
                                                  source=str(preferences), name="preferences"), context="training")
         trainer, summary, timings = train(model, tokenizer, rows, params, checkpoints / version, device)
-        summary |= final_metrics(trainer) | data_report | {"version": version}
+        summary |= final_metrics(trainer) | data_report | {"version": version, "numerics": {numerics.key: numerics.record()}}
         save_model(trainer, tokenizer, card, out, MODEL_CARD)
         write_csv(pl.DataFrame(curve_rows(trainer.state.log_history), infer_schema_length=None), curve)
         write_json(summary, report)

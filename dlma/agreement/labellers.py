@@ -49,7 +49,7 @@ def reward_function(path: str, *, batch_size: int, trust_remote_code: bool = Fal
         return reward_scores(model, tokenizer.pad_token_id, sequences, batch_size=batch_size)
 
     return rewards
-def second_judge(model_params, judge_model: str, template: str, tokens: list[str], *, dtype: str,
+def second_judge(model_params, judge_model: str, template: str, tokens: list[str], *, numerics,
                  attn_implementation: str | None, batch_size: int):
     """A second, independent causal LM (`evaluate.judge_model`) as an A/B judge in its own
     format (its chat template when it has one): (queries, first, second) -> ab_judge's summary."""
@@ -57,7 +57,7 @@ def second_judge(model_params, judge_model: str, template: str, tokens: list[str
 
     from dlma.model import load_for_stage
 
-    model, tokenizer, _ = load_for_stage(replace(model_params, base=judge_model), dtype, attn_implementation)
+    model, tokenizer, _ = load_for_stage(replace(model_params, base=judge_model), numerics, attn_implementation)
 
     def ask(queries, first, second) -> dict:
         return ab_judge(model, tokenizer, "auto", template, tokens, queries, first, second, batch_size=batch_size)

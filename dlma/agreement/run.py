@@ -24,7 +24,7 @@ from dlma.core.io import write_json, write_parquet
 from dlma.evaluate.params import EvaluateParams, check_set_pairs
 from dlma.evaluate.sets import read_identities
 from dlma.lm.prompts import PromptsParams
-from dlma.model import ModelParams, load_checked
+from dlma.model import ModelParams, load_checked, stage_dtype
 from dlma.score.params import ScoreParams
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,8 @@ def measure_agreement(config: AgreementConfig, model_id: Path, sets: Path | None
     if not p.agreement_sets:  # nothing to label: load no model
         log.warning("agreement: evaluate.agreement_sets is empty; nothing to measure")
         return {}, pl.DataFrame(schema={"set": pl.String})
-    model, tokenizer, _ = load_checked(config.model, model_id, config.score.dtype, config.score.attn_implementation)
+    numerics = stage_dtype(config.model, "score.dtype", config.score.dtype)
+    model, tokenizer, _ = load_checked(config.model, model_id, numerics, config.score.attn_implementation)
     reward, reward_skipped = None, None
     if p.reward_model:
         card = reward_card(p.reward_model)
@@ -66,7 +67,7 @@ def measure_agreement(config: AgreementConfig, model_id: Path, sets: Path | None
         else:
             reward = reward_function(p.reward_model, batch_size=config.score.batch_size,
                                      trust_remote_code=config.model.trust_remote_code)
-    judge = second_judge(config.model, p.judge_model, p.judge_prompt, p.judge_tokens, dtype=config.score.dtype,
+    judge = second_judge(config.model, p.judge_model, p.judge_prompt, p.judge_tokens, numerics=numerics,
                          attn_implementation=config.score.attn_implementation,
                          batch_size=config.score.batch_size) if p.judge_model else None
     results, rows = agreement_results(model, tokenizer, p, config.prompts, config.score, read_identities(sets),

@@ -18,6 +18,7 @@ import polars as pl
 from dlma.agreement.run import read_agreement
 from dlma.core.config import flatten, load_section
 from dlma.core.errors import DlmaError
+from dlma.core.numerics import DtypeChoice
 from dlma.core.io import atomic_path, write_csv, write_json, write_parquet
 from dlma.evaluate import report as reporting
 from dlma.evaluate.judges import JUDGES, JudgeContext, JudgeResult, run_judges
@@ -36,8 +37,7 @@ from dlma.model import (
     load_causal_lm,
     load_checked,
     read_card,
-    resolve_device,
-    resolve_dtype,
+    stage_dtype,
 )
 from dlma.score.params import ScoreParams
 from dlma.tracking import store
@@ -116,13 +116,12 @@ def bare_contexts(prompts: pl.DataFrame, tokenizer, config: EvaluateConfig) -> t
 
 
 def answer_both(config: EvaluateConfig, inputs: EvaluateInputs, base_path: Path, tokenizer, prompts: pl.DataFrame,
-                contexts: list[list[int]]) -> dict[str, list[str]]:
+                contexts: list[list[int]], numerics: DtypeChoice) -> dict[str, list[str]]:
     """Base and aligned answers with the same sampling params; each prompt's random stream
     depends on its set and id only, so the two answers to a prompt are paired draws.
     Generation runs in the sampling dtype, judging in the scoring dtype: separate copies,
     since casting the judge down and back would lose its precision."""
-    device = resolve_device(config.model.device)
-    dtype = resolve_dtype(config.generate.dtype, device)
+    dtype, device = numerics.dtype, numerics.device
     seeds = [row_seed(config.generate.seed, f"{s}/{i}", "bare") for s, i in zip(prompts["set"], prompts["id"])]
 
     def answer(model) -> list[str]:
@@ -156,13 +155,15 @@ def judged_summary(name: str, result: JudgeResult, params: EvaluateParams) -> di
 
 def evaluate(config: EvaluateConfig, inputs: EvaluateInputs) -> Evaluation:
     card = read_card(inputs.aligned)
-    judge_model, tokenizer, resolved = load_checked(config.model, inputs.model_id, config.score.dtype, config.score.attn_implementation)
+    judge_numerics = stage_dtype(config.model, "score.dtype", config.score.dtype)
+    judge_model, tokenizer, resolved = load_checked(config.model, inputs.model_id, judge_numerics, config.score.attn_implementation)
     identities = read_identities(inputs.sets)
     agreement, labelled = read_agreement(inputs.agreement, inputs.agreement_samples)
     prompts, skipped_sets = prompt_sets(inputs.eval_prompts, config.evaluate, identities, config.prompts)
     prompts, contexts, too_long = bare_contexts(prompts, tokenizer, config)
     queries = prompts["prompt"].to_list()
-    answers = answer_both(config, inputs, resolved.path, tokenizer, prompts, contexts)
+    sampling_numerics = stage_dtype(config.model, "generate.dtype", config.generate.dtype)
+    answers = answer_both(config, inputs, resolved.path, tokenizer, prompts, contexts, sampling_numerics)
 
     context = JudgeContext(prompts=prompts, queries=queries, aligned=answers["aligned"], base=answers["base"],
                            judge_model=judge_model, tokenizer=tokenizer, params=config, labelled=labelled)
@@ -174,7 +175,8 @@ def evaluate(config: EvaluateConfig, inputs: EvaluateInputs) -> Evaluation:
                "win_rate": win_rates}
     for result in judged.values():
         metrics.update(result.metrics)
-    metrics |= {"perplexity": perplexity, "text": text}
+    metrics |= {"perplexity": perplexity, "text": text,
+                "numerics": {c.key: c.record() for c in (sampling_numerics, judge_numerics)}}
 
     judge_columns = {name: values for result in judged.values() for name, values in result.columns.items()}
     verdict_columns = {f"verdict_{n}": r.verdicts for n, r in judged.items() if r.verdicts is not None}

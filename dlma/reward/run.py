@@ -20,6 +20,7 @@ import polars as pl
 import torch
 
 from dlma.core.errors import DlmaError
+from dlma.core.numerics import DtypeChoice
 from dlma.evaluate.stats import accuracy_summary
 from dlma.reward.inputs import reward_inputs
 from dlma.reward.params import RewardParams
@@ -77,7 +78,7 @@ def holdout_accuracy(model, tokenizer, frame: pl.DataFrame, params: RewardParams
 
 
 def train_reward(params: RewardParams, base_path: Path, train: pl.DataFrame, holdout: pl.DataFrame, out: Path,
-                 card: dict) -> dict:
+                 card: dict, numerics: DtypeChoice) -> dict:
     """Train, measure on the held-out pairs, and write the merged model (safetensors),
     tokenizer and card to `out` atomically. Returns the report."""
     from datasets import Dataset
@@ -85,7 +86,7 @@ def train_reward(params: RewardParams, base_path: Path, train: pl.DataFrame, hol
     from transformers import AutoModelForSequenceClassification
     from trl import RewardConfig, RewardTrainer
 
-    from dlma.model import load_tokenizer, resolve_device
+    from dlma.model import load_tokenizer
 
     if train.height == 0:
         raise DlmaError("the human stage wrote no training pairs (reports/human.json says why); the reward model needs them")
@@ -95,7 +96,7 @@ def train_reward(params: RewardParams, base_path: Path, train: pl.DataFrame, hol
         raise DlmaError(f"every human training pair is over reward.max_length={params.max_length} tokens; raise it")
     if too_long:
         log.warning("reward: skipped %d training pair(s) over reward.max_length=%d", too_long, params.max_length)
-    device = resolve_device("auto")
+    device = numerics.device
     torch.manual_seed(params.seed)  # the new head's initial weights
     # sdpa: eager attention would hold every layer's full attention matrix (GBs at batch 8 x 2 x 384).
     model = AutoModelForSequenceClassification.from_pretrained(str(base_path), num_labels=1, dtype=torch.float32,
@@ -105,9 +106,13 @@ def train_reward(params: RewardParams, base_path: Path, train: pl.DataFrame, hol
                              target_modules="all-linear") if params.peft == "lora" else None
     with tempfile.TemporaryDirectory(prefix="dlma-reward-") as scratch:
         config = RewardConfig(
-            output_dir=scratch, per_device_train_batch_size=params.batch_size, num_train_epochs=params.epochs,
+            # Memory goes with the pairs of one forward pass (activations kept for the backward
+            # pass: ~0.7 GiB per pair of 256-token answers here, float32), so a step of
+            # batch_size pairs runs as micro-batches whose gradients add up to the same update.
+            output_dir=scratch, per_device_train_batch_size=params.micro_batch_size,
+            gradient_accumulation_steps=params.batch_size // params.micro_batch_size, num_train_epochs=params.epochs,
             learning_rate=params.learning_rate, gradient_checkpointing=False, seed=params.seed, data_seed=params.seed,
-            bf16=params.dtype == "bfloat16", fp16=params.dtype == "float16", use_cpu=device.type == "cpu",
+            bf16=numerics.dtype == torch.bfloat16, fp16=numerics.dtype == torch.float16, use_cpu=device.type == "cpu",
             max_length=params.max_length, logging_steps=1, save_strategy="no", report_to="none",
             dataloader_num_workers=0, disable_tqdm=False,
         )
@@ -118,6 +123,7 @@ def train_reward(params: RewardParams, base_path: Path, train: pl.DataFrame, hol
     fitted = fitted.eval().float()
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     report = {"train_pairs": len(rows), "skipped_too_long": too_long, "steps": result.global_step,
+              "numerics": {numerics.key: numerics.record()},
               "first_loss": losses[0] if losses else None, "final_loss": losses[-1] if losses else None,
               "holdout": holdout_accuracy(fitted, tokenizer, holdout, params) if holdout.height else {"skipped": "no held-out pairs"}}
     tmp = out.with_name(f".{out.name}.tmp")

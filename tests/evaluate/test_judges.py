@@ -22,7 +22,7 @@ from dlma.evaluate.judges import JUDGES, JudgeContext, JudgeResult, register, ru
 from dlma.evaluate.params import EvaluateParams
 from dlma.evaluate.quality import answer_logps, quality_guards
 from dlma.evaluate.stats import perplexity, verdict_from_margin
-from dlma.model import load_tokenizer
+from dlma.model import load_tokenizer, stage_dtype
 from dlma.score.contrastive import score_table
 from dlma.score.params import ScoreParams
 from tests.helpers import REPO, TEST_PROMPTS, shipped
@@ -118,7 +118,7 @@ def test_judge_model_is_an_independent_two_order_judge_that_checks_itself(tiny_l
     mine = pl.DataFrame({"id": ["1", "2", "3"], "prompt": ["q1", "q2", "q3"], "chosen": ["Yes, gladly.", "Sure.", "Ok"],
                          "rejected": ["No.", "Go away, idiot.", "Never"], "pair": ["x"] * 3})
     # Its accuracy on human labels comes from the agreement step's rows, as in the pipeline.
-    ask = second_judge(ctx.params.model, str(tiny_model_dir), TEMPLATE, ["A", "B"], dtype="float32", attn_implementation="eager",
+    ask = second_judge(ctx.params.model, str(tiny_model_dir), TEMPLATE, ["A", "B"], numerics=stage_dtype(ctx.params.model, "score.dtype", "float32"), attn_implementation="eager",
                        batch_size=2)
     _, ctx.labelled = label_agreement(model, tokenizer, mine, TEST_PROMPTS, shipped(ScoreParams, "score", batch_size=2), TEMPLATE,
                                       ["A", "B"], samples=50, seed=0, judge=ask)

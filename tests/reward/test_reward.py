@@ -104,3 +104,45 @@ def test_no_human_pairs_skips_the_reward_judge_and_says_so(tmp_path, tiny_lm, mo
     assert "skipped" in json.loads(Path("r.json").read_text())
     judged = run_judges(["reward_model"], context(tiny_lm, reward_model="models/reward", judges=["reward_model"]))["reward_model"]
     assert judged.verdicts is None and "no human-labelled pairs" in judged.metrics["reward_model"]["skipped"]
+
+
+def test_micro_batches_give_the_same_model_as_whole_batches(tmp_path, tiny_model_dir, monkeypatch):
+    """reward.micro_batch_size only splits each step's forward pass (the stage's memory goes
+    with it): with full batches, the trained weights and losses are those of whole batches.
+    Pins trl's RewardTrainer + Trainer gradient accumulation (the loss is a mean per pair)."""
+    import trl
+    from safetensors.torch import load_file
+
+    # Plain SGD, no clipping: the update is proportional to the gradient, so a micro-batch
+    # loss summed instead of averaged (or any other scale) changes the weights. (Adam and
+    # the default norm clipping would hide a scale.)
+    class SGDConfig(trl.RewardConfig):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs | {"optim": "sgd", "max_grad_norm": 1e9})
+
+    monkeypatch.setattr(trl, "RewardConfig", SGDConfig)
+    reports, weights = [], []
+    for micro in (4, 1):
+        root = tmp_path / f"micro{micro}"
+        root.mkdir()
+        write_pairs(root / "hh.jsonl", 16)
+        run_human_and_reward(root, monkeypatch, model=tiny_model_dir,
+                             human={"source": "hh.jsonl", "limit": None, "holdout_fraction": 0.25, "optional": False},
+                             reward={"peft": "none", "learning_rate": 0.5, "epochs": 2.0, "batch_size": 4,
+                                     "micro_batch_size": micro, "dtype": "float32", "bootstrap": 50})
+        reports.append(json.loads((root / "r.json").read_text()))
+        weights.append(load_file(root / "models" / "reward" / "model.safetensors"))
+    assert reports[0]["steps"] == reports[1]["steps"] == 2 * 3  # 12 training pairs: 3 full batches per epoch
+    assert reports[1]["final_loss"] == pytest.approx(reports[0]["final_loss"], abs=1e-5)
+    for name, tensor in weights[0].items():
+        torch.testing.assert_close(weights[1][name], tensor, rtol=1e-4, atol=1e-5, msg=name)
+    # and the weights did move: the comparison is not between two untouched models
+    assert reports[0]["final_loss"] != reports[0]["first_loss"]
+
+
+def test_micro_batch_must_divide_the_batch():
+    from dlma.core.errors import DlmaError
+    from dlma.reward.params import RewardParams
+
+    with pytest.raises(DlmaError, match="reward.micro_batch_size must divide reward.batch_size=8"):
+        shipped(RewardParams, "reward", micro_batch_size=3)

@@ -12,6 +12,7 @@ from dlma.evaluate.judges.ab_judge import (
     two_order_verdicts,
 )
 from dlma.evaluate.judges.base import JudgeContext, JudgeResult, register
+from dlma.model import stage_dtype
 
 
 @register("judge_model", description="independent: evaluate.judge_model asked A or B, in both orders",
@@ -19,7 +20,7 @@ from dlma.evaluate.judges.base import JudgeContext, JudgeResult, register
 def judge_model(context: JudgeContext) -> JudgeResult:
     p = context.params
     ask = second_judge(p.model, p.evaluate.judge_model, p.evaluate.judge_prompt, p.evaluate.judge_tokens,
-                       dtype=p.score.dtype, attn_implementation=p.score.attn_implementation, batch_size=p.score.batch_size)
+                       numerics=stage_dtype(p.model, "score.dtype", p.score.dtype), attn_implementation=p.score.attn_implementation, batch_size=p.score.batch_size)
     judged = ask(context.queries, context.aligned, context.base)
     return JudgeResult(verdicts=two_order_verdicts(judged), columns={"judge_model_prob_aligned": judged["prob_chosen"].tolist()},
                        validity=order_validity(judged) | labelled_validity(context.labelled, "judge_model"))
