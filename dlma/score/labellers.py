@@ -21,6 +21,7 @@ from dlma.lm.ab_judge import ab_judge
 from dlma.lm.prompts import PromptsParams, encode_contexts
 from dlma.score.contrastive import score_table, scored_responses, summed_logprobs
 from dlma.score.params import ScoreParams
+from dlma.truth import TRUE_REWARDS, TrueReward
 
 GENERATED_COLUMNS = ("id", "prompt", "response_pos", "response_neg")
 LABELLED_COLUMNS = ("score", "ref_logp_pos", "ref_logp_neg")
@@ -59,10 +60,20 @@ def contrastive(model, tokenizer, frame, prompts, params):
     return score_table(model, tokenizer, frame, prompts, params)
 
 
-def two_order_labels(picks_pos_first: np.ndarray, picks_pos_swapped: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(score, labelled) of A/B verdicts in both orders: +1 when response_pos is picked in
-    both, -1 when response_neg is; a pick that flips with the order is no label (0, False)."""
-    first, swapped = np.asarray(picks_pos_first, dtype=bool), np.asarray(picks_pos_swapped, dtype=bool)
+def two_order_labels(judged: dict, rule: str) -> tuple[np.ndarray, np.ndarray]:
+    """(score, labelled) of an A/B judge asked in both orders about (response_pos, response_neg).
+
+    average (the paper's RLAIF, METHOD.md): P(response_pos is better) from the two answer
+    tokens, averaged over both orders; score = that probability - 0.5, so every pair is
+    labelled (> 0: response_pos preferred), and a judge with a position bias still labels by
+    how much more it leans to one answer in one order than to the other in the other.
+    consistent: +1 / -1 only when both orders pick the same answer; a pick that flips with
+    the order is no label (0, False), which the filter drops and counts."""
+    if rule == "average":
+        probability = np.asarray(judged["prob_chosen"], dtype=np.float64)
+        return probability - 0.5, np.ones(probability.size, dtype=bool)
+    first = np.asarray(judged["picks_chosen_first_order"], dtype=bool)
+    swapped = np.asarray(judged["picks_chosen_swapped_order"], dtype=bool)
     labelled = first == swapped
     return np.where(labelled, np.where(first, 1.0, -1.0), 0.0), labelled
 
@@ -70,13 +81,12 @@ def two_order_labels(picks_pos_first: np.ndarray, picks_pos_swapped: np.ndarray)
 @register("ab_judge")
 def rlaif(model, tokenizer, frame, prompts, params):
     """RLAIF: the model itself asked which answer is better (score.judge_prompt), in both
-    orders. score is +1 / -1 for the answer picked in both (filter.swap_negative makes it
-    the chosen one), and pairs where the orders disagree are marked `labelled` False: the
-    filter drops and counts them. Reference log-probs as for every labeller."""
+    orders, labelled by score.ab_rule (two_order_labels); filter.swap_negative makes the
+    preferred answer the chosen one. Reference log-probs as for every labeller."""
     queries = frame["prompt"].to_list()
     judged = ab_judge(model, tokenizer, prompts.bare, params.judge_prompt, params.judge_tokens, queries,
                       frame["response_pos"].to_list(), frame["response_neg"].to_list(), batch_size=params.batch_size)
-    score, labelled = two_order_labels(judged["picks_chosen_first_order"], judged["picks_chosen_swapped_order"])
+    score, labelled = two_order_labels(judged, params.ab_rule)
     return with_reference(model, tokenizer, frame, prompts, params).with_columns(
         pl.Series("score", score, dtype=pl.Float64), pl.Series("labelled", labelled, dtype=pl.Boolean),
         pl.Series("judge_prob_pos", judged["prob_chosen"], dtype=pl.Float64),
@@ -89,6 +99,23 @@ def human(model, tokenizer, frame, prompts, params):
     answer), so score is +1 for every row and no self-reward enters the loss (train with
     train.margin_weight 0: plain DPO). Only the reference log-probs are computed."""
     return with_reference(model, tokenizer, frame, prompts, params).with_columns(pl.lit(1.0).alias("score"))
+
+
+def true_reward_labeller(reward: TrueReward) -> Labeller:
+    def labeller(model, tokenizer, frame, prompts, params):
+        """The oracle: each pair labelled by the true reward (score = reward(response_pos) -
+        reward(response_neg); with filter.swap_negative the truly better answer is the
+        chosen one; a tie keeps the p+ answer chosen, as DLMA's default). No model judges."""
+        true_pos, true_neg = reward.score(frame["response_pos"].to_list()), reward.score(frame["response_neg"].to_list())
+        return with_reference(model, tokenizer, frame, prompts, params).with_columns(
+            pl.Series("score", true_pos - true_neg, dtype=pl.Float64),
+            pl.Series("true_pos", true_pos, dtype=pl.Float64), pl.Series("true_neg", true_neg, dtype=pl.Float64))
+
+    return labeller
+
+
+for _reward in TRUE_REWARDS.values():
+    register(_reward.name)(true_reward_labeller(_reward))
 
 
 def with_reference(model, tokenizer, frame: pl.DataFrame, prompts: PromptsParams, params: ScoreParams) -> pl.DataFrame:

@@ -20,6 +20,7 @@ class ScoreParams:
     padding_side: Literal["right", "left"]
     judge_prompt: str  # the A/B question of the ab_judge labeller (RLAIF)
     judge_tokens: list[str]
+    ab_rule: Literal["average", "consistent"]  # how the A/B judge's two orders make a label (see labellers.rlaif)
 
     def __post_init__(self) -> None:
         from dlma.score.labellers import LABELLERS

@@ -204,6 +204,14 @@ def save_model(trainer, tokenizer, card: dict, out: Path, card_name: str) -> Non
         return
     if not sharded(trainer):
         shutil.rmtree(tmp, ignore_errors=True)
+        # peft writes the base model's path into adapter_config.json and README.md: name it
+        # as model.base does instead (a hub id, say), not as the local cache folder it was
+        # loaded from, so the folder is the same on every machine (and DVC sees no change).
+        if hasattr(trainer.model, "peft_config"):
+            for config in trainer.model.peft_config.values():
+                config.base_model_name_or_path = card["base"]
+            base = trainer.model.get_base_model()
+            base.config._name_or_path = base.name_or_path = card["base"]  # README.md's base_model and tags
         trainer.model.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
     _sort_adapter_config(tmp / "adapter_config.json")

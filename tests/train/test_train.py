@@ -174,3 +174,32 @@ def test_lora_dropout_is_active_when_set(base, tmp_path):
     # Everything else stays off, as in trl's DPO (disable_dropout).
     others = [m for n, m in trainer.model.named_modules() if isinstance(m, torch.nn.Dropout) and "lora_dropout" not in n]
     assert all(m.p == 0.0 for m in others)
+
+
+def test_the_adapter_names_model_base_not_the_local_cache_path(project, tiny_model_dir, monkeypatch):
+    """A hub id resolved from the local HF cache: peft would write the snapshot's absolute
+    path into adapter_config.json and README.md, so the same training on another machine
+    (or with another cache) gave another model folder; the folder names model.base."""
+    import json
+    import shutil
+
+    revision = "0" * 40
+    repo = project / "hub" / "models--dlma-test--tiny"
+    shutil.copytree(tiny_model_dir, repo / "snapshots" / revision)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(revision)
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(project / "hub"))  # read at import: set the constant
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["model"]["base"] = "dlma-test/tiny"
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    result = CliRunner().invoke(app, ["model", "--out", "model.json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((project / "model.json").read_text())["source"] == "hub-cache"
+    result = run_train()
+    assert result.exit_code == 0, result.output
+    config = json.loads((project / "models/dlma/adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == "dlma-test/tiny"
+    assert str(project) not in (project / "models/dlma/README.md").read_text()

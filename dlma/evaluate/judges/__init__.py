@@ -16,5 +16,6 @@ from dlma.evaluate.judges import self_contrast  # noqa: E402,F401  isort: skip
 from dlma.evaluate.judges import ab_judge  # noqa: E402,F401  isort: skip
 from dlma.evaluate.judges import reward_model  # noqa: E402,F401  isort: skip
 from dlma.evaluate.judges import judge_model  # noqa: E402,F401  isort: skip
+from dlma.evaluate.judges import true_reward  # noqa: E402,F401  isort: skip
 
 __all__ = ["JUDGES", "Judge", "JudgeContext", "JudgeResult", "register", "run_judges"]
