@@ -142,9 +142,9 @@ def bench_reward_memory(model_params: ModelParams, params: RewardParams) -> dict
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
     path = resolve_model(model_params.base).path
-    config = AutoConfig.from_pretrained(path)
+    config = AutoConfig.from_pretrained(path, num_labels=1)
     with torch.device("meta"):  # parameter shapes only, no memory
-        weights = memory.weight_bytes(AutoModelForSequenceClassification.from_config(config, num_labels=1))
+        weights = memory.weight_bytes(AutoModelForSequenceClassification.from_config(config))
     trainable = memory.lora_parameters(config, params.lora_r, memory.llama_linears(config)) + config.hidden_size
     runtime = memory.runtime_bytes(["torch", "transformers", "trl", "peft", "datasets", "polars"])
     rows = []

@@ -21,6 +21,7 @@ from stages import (
     score,
     sets,
     train,
+    truth,
 )
 from stages import filter as filter_stage
 
@@ -28,7 +29,8 @@ app = typer.Typer(
     help=(
         "DLMA: align a language model without human labels. The pipeline is "
         "model -> prepare -> generate -> score -> filter -> train -> evaluate (with sets, human -> reward for the "
-        "reward-model judge, and agreement: every labeller against human labels); run it all with `dvc repro`, "
+        "reward-model judge, agreement: every labeller against human labels, and truth: every labeller against the "
+        "true reward of a controlled objective); run it all with `dvc repro`, "
         "or one stage at a time with these commands (paths as in dvc.yaml)."
     ),
     no_args_is_help=True,
@@ -43,6 +45,7 @@ app.command("sets")(sets.main)
 app.command("recover")(recover.main)
 app.command("train")(train.main)
 app.command("agreement")(agreement.main)
+app.command("truth")(truth.main)
 app.command("evaluate")(evaluate.main)
 app.command("human")(human.main)
 app.command("reward")(reward.main)

@@ -38,10 +38,10 @@ def main(
 ) -> None:
     """Split the human-labelled pairs into training and held-out parts."""
     params = load_section(HumanParams, "human", params_file)
-    source = resolve_source(params.source)
-    if looks_like_path(params.source) and not Path(source).is_file():
-        reason = f"human.source {params.source} not found"
-        if not params.optional:
+    source = resolve_source(params.source) if params.source else ""
+    if not params.source or (looks_like_path(params.source) and not Path(source).is_file()):
+        reason = f"human.source {params.source} not found" if params.source else "human.source is empty"
+        if params.source and not params.optional:
             raise DlmaError(f"{reason}; give an HH-RLHF / PKU-SafeRLHF / table file, or set human.optional: true")
         log.warning("%s: no human-labelled pairs (dpo_human and the reward stage need them)", reason)
         write_parquet(empty_pairs(), train)

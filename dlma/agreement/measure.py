@@ -4,9 +4,10 @@ contrastive score on the same pairs (paired differences, not two separate interv
 
 Labellers: the contrastive score, plain likelihood and the A/B judge use the base model;
 the reward model (the reward stage's, or any sequence-classification model) and a second
-judge model are given as callables when configured. A/B judges count only the pairs where
-both orders agree (a pick that flips with the order is no label); the share so counted
-sits beside their accuracy. The bookkeeping is in dlma.evaluate.stats.
+judge model are given as callables when configured. A/B judges label by score.ab_rule, as
+the RLAIF labeller does: `average` (the paper's) labels every pair by P(chosen) averaged
+over both orders; `consistent` counts only the pairs where both orders agree (the share so
+counted sits beside the accuracy). The bookkeeping is in dlma.evaluate.stats.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from dlma.evaluate.stats import accuracy_summary, paired_difference
 from dlma.lm.ab_judge import ab_judge
 from dlma.lm.prompts import PromptsParams, pairs_of
 from dlma.score.contrastive import score_table
+from dlma.score.labellers import two_order_labels
 from dlma.score.params import ScoreParams
 
 log = logging.getLogger(__name__)
@@ -33,19 +35,23 @@ RewardFn = Callable[[list[str], list[str]], np.ndarray]
 AskFn = Callable[[list[str], list[str], list[str]], dict]
 
 
-def two_order_summary(judged: dict, contrastive: np.ndarray, *, samples: int, seed: int) -> tuple[dict, dict, np.ndarray]:
-    """An A/B judge's accuracy on the pairs where both orders agree, its validity beside
-    it, and the paired difference contrastive - judge on those same pairs."""
-    consistent = judged["consistent"]
-    judge_right = judged["picks_chosen_first_order"][consistent].astype(float)
+def two_order_summary(judged: dict, contrastive: np.ndarray, rule: str, *, samples: int,
+                      seed: int) -> tuple[dict, dict, np.ndarray, np.ndarray]:
+    """An A/B judge's accuracy on the pairs its `rule` labels (two_order_labels: all of them
+    for `average`), its validity beside it, and the paired difference contrastive - judge on
+    those same pairs. Returns also, per pair, whether it is counted and whether it is right."""
+    score, counted = two_order_labels(judged, rule)
+    right = counted & (score > 0)
+    judge_right = right[counted].astype(float)
     summary = accuracy_summary(judge_right, samples=samples, seed=seed) | {
+        "rule": rule,
         "counted": int(judge_right.size),
-        "order_consistency": float(consistent.mean()),
+        "order_consistency": float(judged["consistent"].mean()),
         "prefers_a_both_orders": float(judged["prefers_a_both"].mean()),
         "answer_token_mass": float(judged["answer_mass"].mean()),
     }
-    difference = paired_difference(contrastive[consistent], judge_right, samples=samples, seed=seed)
-    return summary, difference, judged["picks_chosen_first_order"] & consistent
+    difference = paired_difference(contrastive[counted], judge_right, samples=samples, seed=seed)
+    return summary, difference, counted, right
 
 
 def label_agreement(model, tokenizer, frame: pl.DataFrame, prompts: PromptsParams, score: ScoreParams,
@@ -62,7 +68,8 @@ def label_agreement(model, tokenizer, frame: pl.DataFrame, prompts: PromptsParam
     likelihood = (scored["logp_pos_given_pos"].to_numpy() > scored["logp_neg_given_pos"].to_numpy()).astype(float)
     queries, chosen, rejected = frame["prompt"].to_list(), frame["chosen"].to_list(), frame["rejected"].to_list()
     ab = ab_judge(model, tokenizer, prompts.bare, template, tokens, queries, chosen, rejected, batch_size=score.batch_size)
-    ab_summary, ab_difference, ab_right = two_order_summary(ab, contrastive, samples=samples, seed=seed)
+    ab_summary, ab_difference, ab_counted, ab_right = two_order_summary(ab, contrastive, score.ab_rule, samples=samples,
+                                                                         seed=seed)
     shorter = (scored["n_tokens_pos"].to_numpy() < scored["n_tokens_neg"].to_numpy()).astype(float)
     summary = {
         "rows": frame.height,
@@ -75,7 +82,8 @@ def label_agreement(model, tokenizer, frame: pl.DataFrame, prompts: PromptsParam
         "chosen_is_shorter": float(shorter.mean()),
     }
     columns = {"score": scored["score"], "contrastive_right": contrastive, "likelihood_right": likelihood,
-               "ab_prob_chosen": ab["prob_chosen"], "ab_consistent": ab["consistent"], "ab_right": ab_right}
+               "ab_prob_chosen": ab["prob_chosen"], "ab_consistent": ab["consistent"], "ab_counted": ab_counted,
+               "ab_right": ab_right}
     if reward is not None:
         reward_chosen, reward_rejected = reward(queries, chosen), reward(queries, rejected)
         reward_right = (reward_chosen > reward_rejected).astype(float)  # a tie is no pick: wrong
@@ -84,10 +92,10 @@ def label_agreement(model, tokenizer, frame: pl.DataFrame, prompts: PromptsParam
         columns |= {"reward_chosen": reward_chosen, "reward_rejected": reward_rejected, "reward_model_right": reward_right}
     if judge is not None:
         judged = judge(queries, chosen, rejected)
-        summary["judge_model"], summary["contrastive_minus_judge_model"], judge_right = two_order_summary(
-            judged, contrastive, samples=samples, seed=seed)
+        summary["judge_model"], summary["contrastive_minus_judge_model"], judge_counted, judge_right = two_order_summary(
+            judged, contrastive, score.ab_rule, samples=samples, seed=seed)
         columns |= {"judge_model_prob_chosen": judged["prob_chosen"], "judge_model_consistent": judged["consistent"],
-                    "judge_model_right": judge_right}
+                    "judge_model_counted": judge_counted, "judge_model_right": judge_right}
     rows = frame.select("id", "prompt", "pair", "chosen", "rejected").with_columns(
         *[pl.Series(name, values) for name, values in columns.items()])
     return summary, rows
@@ -108,7 +116,7 @@ def agreement_results(model, tokenizer, params: EvaluateParams, prompts: Prompts
         frame, identical = loaded[spec.name]
         frame = frame.with_columns(pl.Series("pair", pairs_of(prompts, frame["category"].to_list(), frame.height, spec.pair), dtype=pl.String))
         summary, detail = label_agreement(
-            model, tokenizer, frame, prompts, score, params.judge_prompt, params.judge_tokens,
+            model, tokenizer, frame, prompts, score, score.judge_prompt, score.judge_tokens,  # the RLAIF labeller's question
             samples=params.bootstrap, seed=params.seed, reward=reward, judge=judge,
         )
         if identical:

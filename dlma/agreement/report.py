@@ -22,7 +22,9 @@ def _pp(value) -> str:
 
 def _note(entry: dict) -> str:
     if "order_consistency" in entry and "counted" in entry:  # an A/B judge: is it judging?
-        return (f"both orders agree on {_pct(entry['order_consistency'])} (only those counted); says \"A\" in both orders "
+        rule = ("only those counted" if entry.get("rule") == "consistent" else
+                "every pair counted by P(A), P(B) averaged over both orders")
+        return (f"both orders agree on {_pct(entry['order_consistency'])} ({rule}); says \"A\" in both orders "
                 f"{_pct(entry['prefers_a_both_orders'])}; mass on A/B {_pct(entry['answer_token_mass'])}")
     return ""
 
@@ -56,6 +58,7 @@ def agreement_lines(agreement: dict) -> list[str]:
         if summary.get("dropped_identical_pairs"):
             extra.append(f"{summary['dropped_identical_pairs']} pair(s) with chosen = rejected dropped")
         lines.append(f"| {set_name} | ({'; '.join(extra)}) | | | | |")
-    return lines + ["", "Chance is 50%. An A/B judge counts only the pairs where both orders pick the same answer; one "
-                    "that rarely agrees with itself, says \"A\" whatever the order or puts little mass on A/B is not "
+    return lines + ["", "Chance is 50%. An A/B judge labels by score.ab_rule: `average` (the paper's RLAIF) every pair by "
+                    "the probabilities of A and B averaged over both orders, `consistent` only the pairs where both orders "
+                    "pick the same answer. One that rarely agrees with itself, says \"A\" whatever the order or puts little mass on A/B is not "
                     "judging. A likelihood accuracy near the \"chosen is shorter\" share mostly rewards length.", ""]

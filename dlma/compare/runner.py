@@ -23,7 +23,10 @@ from pathlib import Path
 
 import polars as pl
 
-from dlma.compare.methods import METHODS, as_set_params
+from dataclasses import dataclass
+from typing import Any
+
+from dlma.compare.methods import METHODS, as_set_params, grid_points, variant_label, with_true_reward
 from dlma.compare.params import CompareParams
 from dlma.compare.summary import RunResult
 from dlma.core.errors import DlmaError
@@ -32,21 +35,43 @@ log = logging.getLogger(__name__)
 SAMPLES = "reports/eval_samples.parquet"
 METRICS = "reports/metrics.json"
 AGREEMENT = "reports/agreement.json"
+TRAIN = "reports/train.json"
+TRUTH = "reports/truth.json"
+TRUTH_SAMPLES = "reports/truth_samples.parquet"
 
 
-def experiment_name(group: str, method: str, seed: int) -> str:
-    return f"{group}-{method.replace('_', '-')}-s{seed}"
+@dataclass(frozen=True)
+class PlannedRun:
+    method: str
+    point: dict[str, Any]  # the grid point ({} without a grid)
+    seed: int
+    name: str  # the DVC experiment
+    values: list[str]  # its `-S` params
+
+    @property
+    def variant(self) -> str:
+        return variant_label(self.method, self.point)
 
 
-def planned_runs(params: CompareParams) -> list[tuple[str, int, str, list[str]]]:
-    """(method, seed, experiment name, `-S` params) of every trained method and seed."""
+def experiment_name(group: str, method: str, seed: int, point: dict[str, Any] | None = None) -> str:
+    grid = "".join(f"-{key.rsplit('.', 1)[-1].replace('_', '')}{value}" for key, value in (point or {}).items())
+    return f"{group}-{method.replace('_', '-')}{grid}-s{seed}"
+
+
+def planned_runs(params: CompareParams, true_reward: str = "") -> list[PlannedRun]:
+    """Every trained method at every grid point with every seed. `true_reward` is the
+    truth.reward of params.yaml (compare.set may replace it)."""
+    true_reward = str(params.set.get("truth.reward", true_reward))
     runs = []
     for method in params.methods:
         if METHODS[method] is None:
             continue
-        for seed in params.seeds:
-            values = {**params.set, **METHODS[method], "generate.seed": seed, "train.seed": seed, "tracking.group": params.name}
-            runs.append((method, seed, experiment_name(params.name, method, seed), as_set_params(values)))
+        for point in grid_points(params.grid):
+            for seed in params.seeds:
+                values = {**params.set, **with_true_reward(METHODS[method], true_reward, method), **point,
+                          "generate.seed": seed, "train.seed": seed, "tracking.group": params.name}
+                runs.append(PlannedRun(method, point, seed, experiment_name(params.name, method, seed, point),
+                                       as_set_params(values)))
     return runs
 
 
@@ -69,25 +94,24 @@ def _dvc_streamed(root: Path, args: list[str], keep: int = 25) -> tuple[int, lis
     return process.returncode, list(tail)
 
 
-def run_experiments(params: CompareParams, root: Path, *, queue: bool) -> dict[str, str]:
+def run_experiments(params: CompareParams, root: Path, *, queue: bool, true_reward: str = "") -> dict[str, str]:
     """Run (or queue) every planned experiment; an earlier experiment of the same name is
     removed first, so rerunning a comparison replaces it. A run that fails (a method that
     cannot train at this size, say RLAIF with no pair labelled) does not stop the others:
     returns {experiment: why it failed}, which the report shows."""
-    runs = planned_runs(params)
-    names = [name for _, _, name, _ in runs]
-    _dvc(root, "exp", "remove", *names, check=False, capture=True)  # absent names are not an error here
+    runs = planned_runs(params, true_reward)
+    _dvc(root, "exp", "remove", *[run.name for run in runs], check=False, capture=True)  # absent names are not an error here
     failed = {}
-    for index, (method, seed, name, values) in enumerate(runs, 1):
-        log.info("compare: %s %d/%d (%s, seed %d)", "queueing" if queue else "running", index, len(runs), method, seed)
-        args = ["exp", "run", "--queue" if queue else "--temp", "-n", name]
-        for value in values:
+    for index, run in enumerate(runs, 1):
+        log.info("compare: %s %d/%d (%s, seed %d)", "queueing" if queue else "running", index, len(runs), run.variant, run.seed)
+        args = ["exp", "run", "--queue" if queue else "--temp", "-n", run.name]
+        for value in run.values:
             args += ["-S", value]
         code, tail = _dvc_streamed(root, args)
         if code:
             errors = [line for line in tail if line.startswith(("error:", "ERROR"))]
-            failed[name] = (errors or tail[-1:] or [f"exit {code}"])[0]
-            log.error("compare: %s failed: %s", name, failed[name])
+            failed[run.name] = (errors or tail[-1:] or [f"exit {code}"])[0]
+            log.error("compare: %s failed: %s", run.name, failed[run.name])
     return failed
 
 
@@ -105,34 +129,41 @@ def experiment_commits(root: Path) -> dict[str, str]:
     return found
 
 
-def read_run(root: Path, method: str, seed: int, name: str, commit: str) -> RunResult:
+def read_run(root: Path, run: PlannedRun, commit: str) -> RunResult:
     import dvc.api
 
     def committed(path: str) -> dict:
         return json.loads(subprocess.run(["git", "show", f"{commit}:{path}"], cwd=root, check=True, text=True,
                                          capture_output=True).stdout)
 
+    def table(path: str) -> pl.DataFrame:
+        with dvc.api.open(path, repo=str(root), rev=commit, mode="rb") as handle:
+            return pl.read_parquet(io.BytesIO(handle.read()))
+
     try:
-        metrics, agreement = committed(METRICS), committed(AGREEMENT)
-        with dvc.api.open(SAMPLES, repo=str(root), rev=commit, mode="rb") as handle:
-            samples = pl.read_parquet(io.BytesIO(handle.read()))
+        metrics, agreement, train = committed(METRICS), committed(AGREEMENT), committed(TRAIN)
+        samples = table(SAMPLES)
+        truth = committed(TRUTH)
+        truth_rows = None if "skipped" in truth else table(TRUTH_SAMPLES)
     except (subprocess.CalledProcessError, OSError, ValueError) as exc:
-        raise DlmaError(f"cannot read the results of experiment {name} ({commit[:8]}): {exc}") from exc
-    return RunResult(method=method, seed=seed, name=name, samples=samples, metrics=metrics, agreement=agreement)
+        raise DlmaError(f"cannot read the results of experiment {run.name} ({commit[:8]}): {exc}") from exc
+    return RunResult(method=run.variant, seed=run.seed, name=run.name, samples=samples, metrics=metrics, agreement=agreement,
+                     train=train, truth=truth, truth_rows=truth_rows, point=run.point, base_method=run.method)
 
 
-def collect(params: CompareParams, root: Path, failed: dict[str, str] | None = None) -> tuple[list[RunResult], dict[str, str]]:
-    """The finished runs, and the methods left out with why: a method enters the
+def collect(params: CompareParams, root: Path, failed: dict[str, str] | None = None,
+            true_reward: str = "") -> tuple[list[RunResult], dict[str, str]]:
+    """The finished runs, and the variants left out with why: a variant enters the
     comparison only with every seed (else its intervals would mix seeds)."""
     commits = experiment_commits(root)
     failed = dict(failed or {})
-    plan = planned_runs(params)
+    plan = planned_runs(params, true_reward)
     left_out = {}
-    for method in {m for m, _, _, _ in plan}:
-        missing = [name for m, _, name, _ in plan if m == method and name not in commits]
+    for variant in {run.variant for run in plan}:
+        missing = [run.name for run in plan if run.variant == variant and run.name not in commits]
         if missing:
-            left_out[method] = "; ".join(f"{name}: {failed.get(name, 'no finished experiment on this commit')}" for name in missing)
-    runs = [read_run(root, m, s, name, commits[name]) for m, s, name, _ in plan if m not in left_out]
+            left_out[variant] = "; ".join(f"{name}: {failed.get(name, 'no finished experiment on this commit')}" for name in missing)
+    runs = [read_run(root, run, commits[run.name]) for run in plan if run.variant not in left_out]
     if not runs:
         raise DlmaError(f"no method has a finished experiment for every seed on this commit ({left_out}); run `dlma compare` "
                         "(or `dvc queue start` after `dlma compare --queue`) first")

@@ -16,7 +16,8 @@ import numpy as np
 import polars as pl
 
 from dlma.core.errors import DlmaError
-from dlma.evaluate.stats import crossed_bootstrap
+from dlma.evaluate.stats import cluster_bootstrap, crossed_bootstrap
+from dlma.truth import TRUE_REWARDS
 
 SIGNED = {"win": 1.0, "tie": 0.0, "lose": -1.0}
 KEY = ["set", "id"]
@@ -24,12 +25,17 @@ KEY = ["set", "id"]
 
 @dataclass(frozen=True)
 class RunResult:
-    method: str
+    method: str  # the variant: the method, with its grid point when the comparison has a grid ("dlma beta=0.1")
     seed: int
     name: str  # the DVC experiment
     samples: pl.DataFrame
     metrics: dict  # reports/metrics.json of the run
     agreement: dict = field(default_factory=dict)  # reports/agreement.json (the same in every run of a comparison)
+    train: dict = field(default_factory=dict)  # reports/train.json: the pairs and steps it trained on
+    truth: dict = field(default_factory=dict)  # reports/truth.json: label agreement with the true reward, or why skipped
+    truth_rows: pl.DataFrame | None = None  # reports/truth_samples.parquet, where not skipped
+    point: dict = field(default_factory=dict)  # the grid point
+    base_method: str = ""  # the method without its grid point
 
 
 def _aligned_rows(runs: list[RunResult]) -> dict[tuple[str, int], pl.DataFrame]:
@@ -76,6 +82,44 @@ def judge_table(runs: list[RunResult]) -> dict:
     return judges
 
 
+TRUTH_LABELLERS = ("contrastive", "likelihood", "ab_judge", "reward_model")
+
+
+def truth_agreement(runs: list[RunResult], seeds: list[int], *, samples: int, seed: int) -> dict:
+    """Experiment 1 pooled over the seeds: every labeller's agreement with the true reward on
+    the generated pairs of each seed (from the first run of that seed that measured it: the
+    runs that share the pairs share the measurement), with 95% intervals that resample
+    prompts (a prompt's pairs of several seeds are not independent), and the paired
+    differences contrastive minus each labeller on the same pairs."""
+    tables = []
+    for s in seeds:
+        measured = [r for r in runs if r.seed == s and r.truth_rows is not None and r.truth_rows.height]
+        if measured:
+            tables.append(measured[0].truth_rows.with_columns(pl.lit(s).alias("seed"), pl.lit(measured[0].method).alias("run")))
+    if not tables:
+        reasons = sorted({r.truth.get("skipped", "no truth stage output") for r in runs})
+        return {"skipped": "; ".join(reasons)}
+    rows = pl.concat(tables, how="diagonal")
+    prompts = rows["id"].to_numpy()
+    out: dict = {"pairs": rows.height, "seeds": sorted(set(rows["seed"].to_list())), "prompts": int(np.unique(prompts).size),
+                 "from_runs": sorted(set(rows["run"].to_list())),
+                 "ties_dropped": int((rows["true_order"] == 0).sum()),
+                 "true_reward_pos": cluster_bootstrap(rows["true_pos"].to_numpy(), prompts, samples=samples, seed=seed),
+                 "true_reward_neg": cluster_bootstrap(rows["true_neg"].to_numpy(), prompts, samples=samples, seed=seed)}
+    right = {name: rows[f"{name}_right"].cast(pl.Float64).fill_null(np.nan).to_numpy()
+             for name in TRUTH_LABELLERS if f"{name}_right" in rows.columns}
+    for name, values in right.items():
+        out[name] = cluster_bootstrap(values, prompts, samples=samples, seed=seed)
+        if name != "contrastive":
+            out[f"contrastive_minus_{name}"] = cluster_bootstrap(right["contrastive"] - values, prompts, samples=samples, seed=seed)
+    first = next(r.truth for s in seeds for r in runs if r.seed == s and r.truth_rows is not None and r.truth_rows.height)
+    out |= {"ab_rule": first.get("ab_rule"), "check": first.get("check"),
+            "judge_validity": first.get("judge_validity"),
+            "reward_model_folds": {int(s): r.truth.get("reward_model", {}).get("folds") for s in seeds for r in runs
+                                   if r.seed == s and r.truth_rows is not None and r.truth_rows.height}}
+    return out
+
+
 def compare_runs(runs: list[RunResult], methods: list[str], seeds: list[int], *, samples: int = 1000, seed: int = 0) -> dict:
     trained = [m for m in methods if m != "base"]
     missing = [(m, s) for m in trained for s in seeds if not any(r.method == m and r.seed == s for r in runs)]
@@ -98,7 +142,13 @@ def compare_runs(runs: list[RunResult], methods: list[str], seeds: list[int], *,
     base_consistent("answer_base")
     out: dict = {"methods": methods, "seeds": seeds, "prompts": {"all": int(first.height),
                  **{k: int(v) for k, v in first.group_by("set").len().sort("set").iter_rows()}},
-                 "judges": judges, "vs_base": {}, "vs_dlma": {}, "reward": {}, "refusal": {}, "quality": {}}
+                 "judges": judges, "vs_base": {}, "vs_dlma": {}, "reward": {}, "refusal": {}, "quality": {},
+                 "true_reward": {}, "kl": {}, "budget": {}}
+    true_rewards = [name for name in TRUE_REWARDS if f"{name}_aligned" in first.columns]
+    for name in true_rewards:  # the base model's true reward: the same draws in every run of a seed
+        out["true_reward"][name] = {"base": _by_set(_matrix(tables, trained[0], seeds, lambda t: t[f"{name}_base"].to_numpy()),
+                                                    sets, samples=samples, seed=seed)}
+    by_variant = {(r.method, r.seed): r for r in runs}
     for method in trained:
         out["vs_base"][method] = {}
         for judge in comparing:
@@ -107,6 +157,20 @@ def compare_runs(runs: list[RunResult], methods: list[str], seeds: list[int], *,
         if "reward_aligned" in first.columns:
             gain = _matrix(tables, method, seeds, lambda t: (t["reward_aligned"] - t["reward_base"]).to_numpy())
             out["reward"][method] = _by_set(gain, sets, samples=samples, seed=seed)
+        for name in true_rewards:
+            aligned = _matrix(tables, method, seeds, lambda t: t[f"{name}_aligned"].to_numpy())
+            base = _matrix(tables, method, seeds, lambda t: t[f"{name}_base"].to_numpy())
+            out["true_reward"][name][method] = {"mean": _by_set(aligned, sets, samples=samples, seed=seed),
+                                                "gain": _by_set(aligned - base, sets, samples=samples, seed=seed),
+                                                "per_seed": {int(s): crossed_bootstrap((aligned - base)[i:i + 1], samples=samples, seed=seed)
+                                                             for i, s in enumerate(seeds)}}
+        if "kl_aligned" in first.columns:
+            kl = _matrix(tables, method, seeds, lambda t: t["kl_aligned"].to_numpy())
+            out["kl"][method] = _by_set(kl, sets, samples=samples, seed=seed) | {
+                "per_seed": {int(s): crossed_bootstrap(kl[i:i + 1], samples=samples, seed=seed) for i, s in enumerate(seeds)}}
+        trained_on = [by_variant[(method, s)].train for s in seeds]
+        out["budget"][method] = {"pairs": [t.get("pairs") for t in trained_on], "steps": [t.get("steps") for t in trained_on],
+                                 "point": by_variant[(method, seeds[0])].point, "method": by_variant[(method, seeds[0])].base_method}
     if "dlma" in trained:  # DLMA against each other method, paired by seed and prompt
         for method in (m for m in trained if m != "dlma"):
             entry = {}
@@ -117,6 +181,10 @@ def compare_runs(runs: list[RunResult], methods: list[str], seeds: list[int], *,
                 difference = (_matrix(tables, "dlma", seeds, lambda t: t["reward_aligned"].to_numpy())
                               - _matrix(tables, method, seeds, lambda t: t["reward_aligned"].to_numpy()))
                 entry["reward"] = _by_set(difference, sets, samples=samples, seed=seed)
+            for name in true_rewards:
+                difference = (_matrix(tables, "dlma", seeds, lambda t: t[f"{name}_aligned"].to_numpy())
+                              - _matrix(tables, method, seeds, lambda t: t[f"{name}_aligned"].to_numpy()))
+                entry[f"true_{name}"] = _by_set(difference, sets, samples=samples, seed=seed)
             out["vs_dlma"][method] = entry
     if "refusal_aligned" in first.columns:
         harm = first["harm"].to_numpy()
@@ -137,6 +205,10 @@ def compare_runs(runs: list[RunResult], methods: list[str], seeds: list[int], *,
             "distinct_2": float(np.mean([m["text"][side]["distinct_2"] for m in rows])),
             "generated_pairs": None if method == "base" else [m["training_data"]["pairs"] for m in rows],
         }
+    pairs = {tuple(entry["pairs"]) for entry in out["budget"].values()}
+    steps = {tuple(entry["steps"]) for entry in out["budget"].values()}
+    out["equal_budget"] = len(pairs) == 1 and len(steps) == 1  # every variant trained on the same pairs and steps, seed by seed
+    out["truth_agreement"] = truth_agreement(runs, seeds, samples=samples, seed=seed)
     out["agreement"] = runs[0].agreement
     out["refusal_rule"] = runs[0].metrics.get("refusal_rule")  # the rule's accuracy on its labelled sample
     headline = [j for j in comparing if judges[j]["informative"] and judges[j]["independent"]]

@@ -13,6 +13,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
 from dlma.agreement.run import read_agreement
@@ -25,12 +26,13 @@ from dlma.evaluate.judges import JUDGES, JudgeContext, JudgeResult, run_judges
 from dlma.evaluate.params import EvaluateParams, check_set_pairs
 from dlma.evaluate.quality import quality_guards
 from dlma.evaluate.sets import prompt_sets, read_identities
-from dlma.evaluate.stats import verdict_summary
+from dlma.evaluate.stats import accuracy_summary, verdict_summary
 from dlma.evaluate.validity import failed_checks, headline
 from dlma.generate.pairs import within_prompt_limit
 from dlma.generate.params import GenerateParams
-from dlma.generate.sampling import row_seed, sample_responses
-from dlma.lm.prompts import PromptsParams, encode_contexts
+from dlma.generate.sampling import Sample, row_seed, sample_responses
+from dlma.lm.logprobs import response_logprobs
+from dlma.lm.prompts import PromptsParams, encode_contexts, response_tokens
 from dlma.model import (
     ModelParams,
     load_aligned,
@@ -116,21 +118,38 @@ def bare_contexts(prompts: pl.DataFrame, tokenizer, config: EvaluateConfig) -> t
 
 
 def answer_both(config: EvaluateConfig, inputs: EvaluateInputs, base_path: Path, tokenizer, prompts: pl.DataFrame,
-                contexts: list[list[int]], numerics: DtypeChoice) -> dict[str, list[str]]:
+                contexts: list[list[int]], numerics: DtypeChoice) -> tuple[dict[str, list[Sample]], object]:
     """Base and aligned answers with the same sampling params; each prompt's random stream
     depends on its set and id only, so the two answers to a prompt are paired draws.
     Generation runs in the sampling dtype, judging in the scoring dtype: separate copies,
-    since casting the judge down and back would lose its precision."""
+    since casting the judge down and back would lose its precision. Returns the samples of
+    each model and the aligned model (the KL estimate scores its answers with it)."""
     dtype, device = numerics.dtype, numerics.device
     seeds = [row_seed(config.generate.seed, f"{s}/{i}", "bare") for s, i in zip(prompts["set"], prompts["id"])]
 
-    def answer(model) -> list[str]:
-        return [s.text for s in sample_responses(model, tokenizer, contexts, config.generate, seeds=seeds)]
+    def answer(model) -> list[Sample]:
+        return sample_responses(model, tokenizer, contexts, config.generate, seeds=seeds)
 
-    answers = {"base": answer(load_causal_lm(base_path, dtype=dtype, device=device))}
+    samples = {"base": answer(load_causal_lm(base_path, dtype=dtype, device=device))}
     aligned_model, _, _ = load_aligned(inputs.aligned, dtype=dtype, device=device)
-    answers["aligned"] = answer(aligned_model)
-    return answers
+    samples["aligned"] = answer(aligned_model)
+    return samples, aligned_model
+
+
+def kl_to_base(policy, base, tokenizer, contexts: list[list[int]], samples: list[Sample], score: ScoreParams) -> np.ndarray:
+    """Per prompt, log pi(a | x) - log pi_base(a | x) of the policy's sampled answer a (its
+    very token ids, EOS included where the model ended it), summed over its tokens, both in
+    the scoring numerics: averaged over prompts, the sample estimate of KL(policy || base)
+    (the reward-vs-KL frontier's x axis, as in the DPO paper). With the sampler's top-k /
+    top-p the answers come from the truncated policy while the log-probs are the full
+    softmax's: the estimate is of the log-ratio on the answers the policy actually gives."""
+    pairs = [(context, response_tokens(tokenizer, s.token_ids, s.finish)) for context, s in zip(contexts, samples)]
+
+    def logps(model) -> np.ndarray:
+        return response_logprobs(model, pairs, pad_id=tokenizer.pad_token_id, batch_size=score.batch_size,
+                                 padding_side=score.padding_side, desc="kl")
+
+    return logps(policy) - logps(base)
 
 
 def training_data(scored: pl.DataFrame, prompts: PromptsParams) -> dict:
@@ -163,7 +182,12 @@ def evaluate(config: EvaluateConfig, inputs: EvaluateInputs) -> Evaluation:
     prompts, contexts, too_long = bare_contexts(prompts, tokenizer, config)
     queries = prompts["prompt"].to_list()
     sampling_numerics = stage_dtype(config.model, "generate.dtype", config.generate.dtype)
-    answers = answer_both(config, inputs, resolved.path, tokenizer, prompts, contexts, sampling_numerics)
+    samples, aligned_model = answer_both(config, inputs, resolved.path, tokenizer, prompts, contexts, sampling_numerics)
+    answers = {who: [s.text for s in answered] for who, answered in samples.items()}
+    if sampling_numerics.dtype != judge_numerics.dtype:  # the KL estimate compares both models in one numerics
+        aligned_model, _, _ = load_aligned(inputs.aligned, dtype=judge_numerics.dtype, device=judge_numerics.device)
+    logratio = kl_to_base(aligned_model, judge_model, tokenizer, contexts, samples["aligned"], config.score)
+    del aligned_model
 
     context = JudgeContext(prompts=prompts, queries=queries, aligned=answers["aligned"], base=answers["base"],
                            judge_model=judge_model, tokenizer=tokenizer, params=config, labelled=labelled)
@@ -175,13 +199,16 @@ def evaluate(config: EvaluateConfig, inputs: EvaluateInputs) -> Evaluation:
                "win_rate": win_rates}
     for result in judged.values():
         metrics.update(result.metrics)
+    kl = accuracy_summary(logratio, samples=config.evaluate.bootstrap, seed=config.evaluate.seed)
     metrics |= {"perplexity": perplexity, "text": text,
+                "kl_to_base": {"mean": kl["accuracy"], "ci_low": kl["ci_low"], "ci_high": kl["ci_high"], "n": int(logratio.size)},
                 "numerics": {c.key: c.record() for c in (sampling_numerics, judge_numerics)}}
 
     judge_columns = {name: values for result in judged.values() for name, values in result.columns.items()}
     verdict_columns = {f"verdict_{n}": r.verdicts for n, r in judged.items() if r.verdicts is not None}
     samples = prompts.with_columns(
         pl.Series("answer_base", answers["base"], dtype=pl.String), pl.Series("answer_aligned", answers["aligned"], dtype=pl.String),
+        pl.Series("kl_aligned", logratio, dtype=pl.Float64),
         *[pl.Series(name, values) for name, values in {**judge_columns, **verdict_columns}.items()],
     )
     details = {"base": config.model.base, "model_dir": str(inputs.aligned), "version": card.get("version", resolved.sha256[:16]),

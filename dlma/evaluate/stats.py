@@ -111,3 +111,21 @@ def crossed_bootstrap(values: np.ndarray, *, samples: int = 1000, seed: int = 0)
     means = np.take_along_axis(per_seed, seed_draws, axis=1).mean(axis=1)
     low, high = np.percentile(means, [2.5, 97.5])
     return {"mean": float(values.mean()), "ci_low": float(low), "ci_high": float(high), "seeds": n_seeds, "prompts": n_prompts}
+
+
+def cluster_bootstrap(values: np.ndarray, clusters: np.ndarray, *, samples: int = 1000, seed: int = 0) -> dict:
+    """Mean of per-row values with a 95% interval that resamples clusters (the prompts),
+    each with all its rows: for rows that share a prompt (pairs of one prompt sampled under
+    several seeds), which are not independent. NaN rows (no verdict) are left out."""
+    values, clusters = np.asarray(values, dtype=np.float64), np.asarray(clusters)
+    keep = ~np.isnan(values)
+    values, clusters = values[keep], clusters[keep]
+    if values.size == 0:
+        return {"mean": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"), "n": 0, "clusters": 0}
+    _, index = np.unique(clusters, return_inverse=True)
+    sums, counts = np.bincount(index, weights=values), np.bincount(index).astype(np.float64)
+    draws = np.random.default_rng(seed).integers(0, sums.size, size=(samples, sums.size))
+    means = sums[draws].sum(axis=1) / counts[draws].sum(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return {"mean": float(values.mean()), "ci_low": float(low), "ci_high": float(high), "n": int(values.size),
+            "clusters": int(sums.size)}

@@ -49,6 +49,12 @@ def build_preferences(scored: pl.DataFrame, params: FilterParams, source: str = 
         dropped[reason] = kept.filter(condition).height
         kept = kept.filter(~condition)
 
+    # The budget: the first max_pairs kept rows, in the table's order (the prepare stage's
+    # seeded order of the prompts), so methods that keep more pairs train on the same count,
+    # and on the same prompts where their pairs come from the same prompts.
+    over_budget = max(kept.height - params.max_pairs, 0) if params.max_pairs is not None else 0
+    kept = kept.head(kept.height - over_budget)
+
     swap = (pl.col("score") < 0) if params.swap_negative else pl.lit(False)
     n_swapped = kept.filter(swap).height
     preferences = kept.select(
@@ -71,6 +77,7 @@ def build_preferences(scored: pl.DataFrame, params: FilterParams, source: str = 
         "rows_out": preferences.height,
         "dropped": dropped,
         "dropped_total": sum(dropped.values()),
+        "over_budget": over_budget,  # kept rows past filter.max_pairs, not trained on
         "swapped": n_swapped,
         "margin_mean": float(preferences["margin"].mean()) if preferences.height else None,
         "margin_positive_fraction": float((preferences["margin"] > 0).mean()) if preferences.height else None,

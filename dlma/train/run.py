@@ -212,7 +212,11 @@ def save_model(trainer, tokenizer, card: dict, out: Path, card_name: str) -> Non
                 config.base_model_name_or_path = card["base"]
             base = trainer.model.get_base_model()
             base.config._name_or_path = base.name_or_path = card["base"]  # README.md's base_model and tags
-        trainer.model.save_pretrained(tmp, safe_serialization=True)
+            # The vocabulary is never resized here, so the base embeddings are never saved; saying so
+            # also keeps peft from asking the hub whether model.base (a hub id now) has a config.json.
+            trainer.model.save_pretrained(tmp, safe_serialization=True, save_embedding_layers=False)
+        else:
+            trainer.model.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
     _sort_adapter_config(tmp / "adapter_config.json")
     (tmp / card_name).write_text(json.dumps(card, indent=2) + "\n")

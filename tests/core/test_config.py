@@ -40,7 +40,7 @@ def test_unknown_key_is_named(tmp_path):
 def test_unknown_pair_and_style(tmp_path):
     data = shipped_raw()
     data["prompts"]["pair"] = "polite"
-    with pytest.raises(DlmaError, match=r"prompts.pair 'polite' is not defined; defined pairs: \['harmless', 'helpful'\]"):
+    with pytest.raises(DlmaError, match=r"prompts.pair 'polite' is not defined; defined pairs: \['harmless', 'helpful', 'positive'\]"):
         load_section(PromptsParams, "prompts", write(tmp_path, data))
     data = shipped_raw()
     data["prompts"]["style"] = "banner"

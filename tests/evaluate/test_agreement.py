@@ -32,7 +32,11 @@ def judge(tiny_model_dir):
 
 
 def independent_ab(model, tokenizer, q, a, b, template=TEMPLATE):
-    text = tokenizer.apply_chat_template([{"role": "user", "content": template.format(q=q, a=a, b=b)}], tokenize=False, add_generation_prompt=True)
+    # The question as the user turn with an empty system turn, written out here: the tiny
+    # template, like SmolLM2's, would otherwise inject its own default system prompt.
+    messages = [{"role": "system", "content": ""}, {"role": "user", "content": template.format(q=q, a=a, b=b)}]
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    assert "tiny test model" not in text
     ids = torch.tensor([tokenizer(text, add_special_tokens=False)["input_ids"]])
     with torch.no_grad():
         probs = torch.softmax(model(input_ids=ids).logits[0, -1].double(), -1)
@@ -45,9 +49,13 @@ def test_agreement_counts_match_independent_count(judge, shared_data):
     model, tokenizer = judge
     frame, _ = load_records(str(shared_data / "hh-rlhf" / "harmless-base-test-dev.jsonl.gz"))
     frame = frame.head(8)
-    summary, rows = label_agreement(model, tokenizer, frame, PROMPTS, shipped(ScoreParams, "score", batch_size=3), TEMPLATE, ["A", "B"], samples=200, seed=0)
+    summary, rows = label_agreement(model, tokenizer, frame, PROMPTS, shipped(ScoreParams, "score", batch_size=3, ab_rule="consistent"),
+                                    TEMPLATE, ["A", "B"], samples=200, seed=0)
+    averaged, _ = label_agreement(model, tokenizer, frame, PROMPTS, shipped(ScoreParams, "score", batch_size=3, ab_rule="average"),
+                                  TEMPLATE, ["A", "B"], samples=200, seed=0)
 
     contrastive = likelihood = ab_right = consistent = 0
+    prob_chosen = []
     for row in frame.iter_rows(named=True):
         def ll(response, role):
             context = tokenizer(context_text(tokenizer, PROMPTS, row["prompt"], role), add_special_tokens=False)["input_ids"]
@@ -58,6 +66,7 @@ def test_agreement_counts_match_independent_count(judge, shared_data):
         pa1, pb1 = independent_ab(model, tokenizer, row["prompt"], row["chosen"], row["rejected"])
         pa2, pb2 = independent_ab(model, tokenizer, row["prompt"], row["rejected"], row["chosen"])
         first, swapped = pa1 / (pa1 + pb1), pb2 / (pa2 + pb2)
+        prob_chosen.append((first + swapped) / 2)  # the paper's RLAIF: averaged over both orders
         # Counted only where both orders pick the same answer.
         agrees = (first > 0.5) == (swapped > 0.5)
         consistent += agrees
@@ -72,6 +81,10 @@ def test_agreement_counts_match_independent_count(judge, shared_data):
         assert summary["ab_judge"]["accuracy"] == ab_right / consistent
     else:
         assert np.isnan(summary["ab_judge"]["accuracy"])
+    # The production prompt, probability for probability, and the averaged rule on every pair.
+    np.testing.assert_allclose(rows["ab_prob_chosen"].to_numpy(), prob_chosen, rtol=1e-5, atol=1e-9)
+    assert averaged["ab_judge"]["rule"] == "average" and averaged["ab_judge"]["counted"] == 8
+    assert averaged["ab_judge"]["accuracy"] == np.mean(np.array(prob_chosen) > 0.5)
     diff = summary["contrastive_minus_likelihood"]
     assert diff["difference"] == pytest.approx((contrastive - likelihood) / 8) and diff["n"] == 8
     assert diff["ci_low"] <= diff["difference"] <= diff["ci_high"]
@@ -96,8 +109,8 @@ def test_reward_model_and_second_judge_as_labellers_paired_with_the_score(judge,
     def ask(queries, first, second):  # a second judge: the base model asked another question
         return ab_judge(model, tokenizer, "auto", question, ["A", "B"], queries, first, second, batch_size=4)
 
-    summary, rows = label_agreement(model, tokenizer, frame, PROMPTS, shipped(ScoreParams, "score", batch_size=4), TEMPLATE,
-                                    ["A", "B"], samples=200, seed=0, reward=length_reward, judge=ask)
+    summary, rows = label_agreement(model, tokenizer, frame, PROMPTS, shipped(ScoreParams, "score", batch_size=4, ab_rule="consistent"),
+                                    TEMPLATE, ["A", "B"], samples=200, seed=0, reward=length_reward, judge=ask)
     contrastive = rows["contrastive_right"].to_numpy()
     longer = np.array([len(c) > len(r) for c, r in zip(frame["chosen"], frame["rejected"])], dtype=float)
     assert rows["reward_model_right"].to_list() == longer.tolist()
@@ -133,14 +146,21 @@ def test_reward_model_and_second_judge_as_labellers_paired_with_the_score(judge,
         p_swapped = np.where(swapped_pick, 0.7, 0.3)  # P(B) when the chosen answer is B
         return ab_judge_summary(p_first, 1 - p_first, 1 - p_swapped, p_swapped)
 
-    summary, rows = label_agreement(model, tokenizer, frame, PROMPTS, shipped(ScoreParams, "score", batch_size=4), TEMPLATE,
-                                    ["A", "B"], samples=200, seed=0, judge=scripted)
+    summary, rows = label_agreement(model, tokenizer, frame, PROMPTS, shipped(ScoreParams, "score", batch_size=4, ab_rule="consistent"),
+                                    TEMPLATE, ["A", "B"], samples=200, seed=0, judge=scripted)
     agree = first_pick == swapped_pick  # pairs 0-3 (chosen both times) and 8-9 (rejected both times)
     assert summary["judge_model"]["counted"] == 6 and summary["judge_model"]["order_consistency"] == pytest.approx(0.6)
     assert summary["judge_model"]["accuracy"] == pytest.approx(4 / 6)
     assert summary["contrastive_minus_judge_model"]["difference"] == pytest.approx((contrastive[agree] - first_pick[agree]).mean())
     assert summary["contrastive_minus_judge_model"]["n"] == 6
     assert "reward_model" not in summary and "reward_model_right" not in rows.columns
+    # The averaged rule labels all 10: P(chosen) = (0.8 + 0.7) / 2 on pairs 0-3, (0.8 + 0.3) / 2
+    # on 4-5 (right), (0.2 + 0.7) / 2 on 6-7 and (0.2 + 0.3) / 2 on 8-9 (wrong).
+    summary, rows = label_agreement(model, tokenizer, frame, PROMPTS, shipped(ScoreParams, "score", batch_size=4, ab_rule="average"),
+                                    TEMPLATE, ["A", "B"], samples=200, seed=0, judge=scripted)
+    assert summary["judge_model"]["counted"] == 10 and summary["judge_model"]["accuracy"] == pytest.approx(0.6)
+    assert rows["judge_model_right"].to_list() == [True] * 6 + [False] * 4
+    assert summary["contrastive_minus_judge_model"]["difference"] == pytest.approx((contrastive - (np.arange(10) < 6)).mean())
 
 
 def pair_set(name: str, source: str, optional: bool = False) -> dict:

@@ -120,8 +120,8 @@ def test_judge_model_is_an_independent_two_order_judge_that_checks_itself(tiny_l
     # Its accuracy on human labels comes from the agreement step's rows, as in the pipeline.
     ask = second_judge(ctx.params.model, str(tiny_model_dir), TEMPLATE, ["A", "B"], numerics=stage_dtype(ctx.params.model, "score.dtype", "float32"), attn_implementation="eager",
                        batch_size=2)
-    _, ctx.labelled = label_agreement(model, tokenizer, mine, TEST_PROMPTS, shipped(ScoreParams, "score", batch_size=2), TEMPLATE,
-                                      ["A", "B"], samples=50, seed=0, judge=ask)
+    _, ctx.labelled = label_agreement(model, tokenizer, mine, TEST_PROMPTS, shipped(ScoreParams, "score", batch_size=2, ab_rule="consistent"),
+                                      TEMPLATE, ["A", "B"], samples=50, seed=0, judge=ask)
     result = run_judges(["judge_model"], ctx)["judge_model"]
     assert JUDGES["judge_model"].independent and not JUDGES["ab_judge"].independent
 
@@ -142,6 +142,19 @@ def test_judge_model_is_an_independent_two_order_judge_that_checks_itself(tiny_l
     assert result.validity["labelled_counted"] == pytest.approx(len(counted) / 3)
     if counted:
         assert result.validity["labelled_accuracy"] == pytest.approx(sum(counted) / len(counted))
+    # With the paper's rule (score.ab_rule: average) every labelled pair counts, by P(chosen)
+    # averaged over both orders.
+    _, ctx.labelled = label_agreement(model, tokenizer, mine, TEST_PROMPTS, shipped(ScoreParams, "score", batch_size=2, ab_rule="average"),
+                                      TEMPLATE, ["A", "B"], samples=50, seed=0, judge=ask)
+    result = run_judges(["judge_model"], ctx)["judge_model"]
+
+    def averaged(q, first, second):
+        pa1, pb1 = independent_ab(model, tokenizer, q, first, second)
+        pa2, pb2 = independent_ab(model, tokenizer, q, second, first)
+        return (pa1 / (pa1 + pb1) + pb2 / (pa2 + pb2)) / 2
+
+    right = [averaged(q, c, r) > 0.5 for q, c, r in zip(mine["prompt"], mine["chosen"], mine["rejected"])]
+    assert result.validity["labelled_counted"] == 1.0 and result.validity["labelled_accuracy"] == pytest.approx(sum(right) / 3)
 
 
 def test_validity_thresholds_and_the_headline():

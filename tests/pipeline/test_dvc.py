@@ -29,7 +29,7 @@ SMALL = {
 # A labelled set beside the repository, named by a relative path (as ../shared/... is).
 OUTSIDE_SET = {"name": "outside", "source": "../outside/pairs.jsonl", "format": "auto", "columns": {},
                "pku_label": "safer", "pair": "", "optional": False}
-ALL_STAGES = {"model", "sets", "prepare", "human", "reward", "generate", "score", "filter", "train", "recover", "agreement",
+ALL_STAGES = {"model", "sets", "prepare", "human", "reward", "generate", "score", "filter", "train", "recover", "agreement", "truth",
               "evaluate"}
 ALWAYS = ["human", "model", "recover", "sets"]  # re-checked on every repro (cheap)
 

@@ -17,11 +17,17 @@ from tests.helpers import TEST_PROMPTS, reference_logprob, shipped
 
 
 def test_two_order_labels_with_a_scripted_judge():
-    # Scripted verdicts: picks response_pos with it shown first / with it shown second.
-    first = [True, False, True, False]
-    swapped = [True, False, False, True]
-    score, labelled = two_order_labels(np.array(first), np.array(swapped))
+    # Scripted verdicts: picks response_pos with it shown first / with it shown second, and
+    # P(response_pos better) averaged over both orders.
+    judged = {"picks_chosen_first_order": np.array([True, False, True, False]),
+              "picks_chosen_swapped_order": np.array([True, False, False, True]),
+              "prob_chosen": np.array([0.9, 0.2, 0.6, 0.45])}
+    score, labelled = two_order_labels(judged, "consistent")
     assert score.tolist() == [1.0, -1.0, 0.0, 0.0] and labelled.tolist() == [True, True, False, False]
+    # The paper's rule: every pair labelled, by how far the averaged probability is from 1/2.
+    score, labelled = two_order_labels(judged, "average")
+    np.testing.assert_allclose(score, [0.4, -0.3, 0.1, -0.05]) and labelled.all()
+    assert labelled.tolist() == [True] * 4
 
 
 def test_rlaif_labeller_on_the_tiny_model(tiny_lm):
@@ -30,13 +36,19 @@ def test_rlaif_labeller_on_the_tiny_model(tiny_lm):
                           "response_pos": ["Use fresh beans.", "Hello there!", "Because."],
                           "response_neg": ["No.", "Go away.", "I will not say."]})
     params = shipped(ScoreParams, "score", labeller="ab_judge", judge_prompt=TEMPLATE, batch_size=2)
-    result = label("ab_judge", model, tokenizer, frame, TEST_PROMPTS, params)
+    consistent = label("ab_judge", model, tokenizer, frame, TEST_PROMPTS, shipped(ScoreParams, "score", labeller="ab_judge",
+                                                                                judge_prompt=TEMPLATE, batch_size=2,
+                                                                                ab_rule="consistent"))
+    result = label("ab_judge", model, tokenizer, frame, TEST_PROMPTS, params)  # the default rule: average
     for row, (q, pos, neg) in enumerate(zip(frame["prompt"], frame["response_pos"], frame["response_neg"])):
         pa1, pb1 = independent_ab(model, tokenizer, q, pos, neg)
         pa2, pb2 = independent_ab(model, tokenizer, q, neg, pos)
         first, swapped = pa1 > pb1, pb2 > pa2  # response_pos picked when shown first / second
-        assert result["labelled"][row] == (first == swapped)
-        assert result["score"][row] == (0.0 if first != swapped else 1.0 if first else -1.0)
+        assert consistent["labelled"][row] == (first == swapped)
+        assert consistent["score"][row] == (0.0 if first != swapped else 1.0 if first else -1.0)
+        # The paper's RLAIF: P(response_pos) from the two answer tokens, averaged over both orders.
+        averaged = (pa1 / (pa1 + pb1) + pb2 / (pa2 + pb2)) / 2
+        assert result["labelled"][row] and result["score"][row] == pytest.approx(averaged - 0.5, abs=1e-6)
         context = tokenizer(context_text(tokenizer, TEST_PROMPTS, q, "bare"), add_special_tokens=False)["input_ids"]
         assert result["ref_logp_pos"][row] == pytest.approx(reference_logprob(model, context, encode_response(tokenizer, pos)), rel=1e-4)
     assert result["tokens_pos"].to_list()[0][-1] == tokenizer.eos_token_id  # text pairs: encoded with EOS
@@ -55,7 +67,7 @@ def test_the_rlaif_method_runs_through_the_stages(tmp_path, tiny_model_dir, monk
     params["model"]["base"] = str(tiny_model_dir)
     params["data"].update({"source": str(REPO / "data" / "prompts.jsonl"), "limit": 10})
     params["generate"].update({"max_new_tokens": 6, "batch_size": 8, "pairs_from": "bare"})
-    params["score"].update({"labeller": "ab_judge"})
+    params["score"].update({"labeller": "ab_judge", "ab_rule": "consistent"})
     params["filter"].update({"swap_negative": True, "drop_truncated": "none"})
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     monkeypatch.chdir(tmp_path)

@@ -27,15 +27,15 @@ def order_validity(judged: dict) -> dict[str, float]:
 
 def labelled_validity(labelled: pl.DataFrame, labeller: str) -> dict[str, float]:
     """An A/B judge's accuracy on the human-labelled pairs, as the agreement stage measured
-    it (columns <labeller>_consistent, <labeller>_right): counted only where both orders
-    agree (a pick that flips with the order is no label), with the share so counted. NaN
-    (so: not informative) when the agreement stage did not measure it."""
+    it (columns <labeller>_counted, <labeller>_right): over the pairs score.ab_rule labels
+    (all of them for `average`; for `consistent` only where both orders agree), with the
+    share so counted. NaN (so: not informative) when the agreement stage did not measure it."""
     if f"{labeller}_right" not in labelled.columns or labelled.height == 0:
         return {"labelled_accuracy": float("nan"), "labelled_counted": 0.0, "labelled_pairs": 0}
-    consistent = labelled[f"{labeller}_consistent"].to_numpy().astype(bool)
+    counted = labelled[f"{labeller}_counted"].to_numpy().astype(bool)
     right = labelled[f"{labeller}_right"].to_numpy().astype(bool)
-    return {"labelled_accuracy": float(right.sum() / consistent.sum()) if consistent.any() else float("nan"),
-            "labelled_counted": float(consistent.mean()), "labelled_pairs": int(consistent.size)}
+    return {"labelled_accuracy": float(right.sum() / counted.sum()) if counted.any() else float("nan"),
+            "labelled_counted": float(counted.mean()), "labelled_pairs": int(counted.size)}
 
 
 @register("ab_judge", description="self-judge: the base model asked A or B, in both orders")

@@ -1,0 +1,67 @@
+"""The controlled task end to end: a preset of `dlma compare` on the sentiment objective,
+every method x seed (and a grid) as real DVC experiments of a tiny project, read back into
+the study report (reports/controlled.{md,json}), with equal training budgets."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+
+import pytest
+
+from tests.dvcrepo import REPO, DvcRepo
+from tests.pipeline.test_dvc import SMALL
+
+pytestmark = pytest.mark.slow
+
+
+def test_controlled_presets_measure_both_experiments_with_equal_budgets(tmp_path_factory, tiny_model_dir):
+    root = tmp_path_factory.mktemp("controlled") / "project"
+    root.mkdir()
+    repo = DvcRepo(root, tiny_model_dir, SMALL)
+    shutil.copy(REPO / "data" / "sentiment_prompts.jsonl", root / "data" / "sentiment_prompts.jsonl")
+    params = repo.params()
+    objective = dict(params["compare"]["presets"]["controlled"]["set"])
+    objective |= {"data.limit": 16, "data.eval_fraction": 0.25, "generate.max_new_tokens": 6, "evaluate.limit": 4,
+                  "filter.max_pairs": 5, "filter.drop_truncated": "none", "train.max_steps": -1, "truth.folds": 2,
+                  "reward.peft": "none", "reward.batch_size": 2, "reward.micro_batch_size": 1, "reward.bootstrap": 20,
+                  "score.batch_size": 4}
+    params["train"].update({"max_steps": -1, "batch_size": 2})
+    params["compare"]["presets"] = {
+        "t": {"methods": ["dlma", "rlcd", "oracle", "base"], "seeds": [0, 1], "report": "controlled", "set": objective,
+              "bootstrap": 50},
+        "frontier": {"methods": ["dlma", "base"], "seeds": [0], "report": "controlled", "set": objective,
+                     "grid": {"train.beta": [0.1, 0.5]}, "bootstrap": 50},
+    }
+    repo.write_params(params)
+    repo.commit("controlled setup")
+    result = repo.run(sys.executable, "-c", "from dlma.cli import main; main()", "compare", "--preset", "t")
+    # generate, score and truth are shared by dlma and rlcd (same pairs): each ran once per seed
+    assert result.stderr.count("Running stage 'truth'") == 4  # dlma x 2 seeds measured it, oracle x 2 skipped it
+    raw = json.loads((root / "reports" / "controlled" / "t.json").read_text())
+    assert set(raw["vs_base"]) == {"dlma", "rlcd", "oracle"} and raw["seeds"] == [0, 1]
+    # Equal budgets: filter.max_pairs caps every method at the same pairs, so the same steps.
+    assert raw["equal_budget"] and {tuple(b["pairs"]) for b in raw["budget"].values()} == {(5, 5)}
+    assert {tuple(b["steps"]) for b in raw["budget"].values()} == {(3, 3)}
+    # The true reward judge, its gain over base and the KL estimate for every method.
+    assert raw["judges"]["sentiment"]["independent"]
+    for method in ("dlma", "rlcd", "oracle"):
+        gain = raw["true_reward"]["sentiment"][method]["gain"]["all"]
+        assert gain["seeds"] == 2 and gain["prompts"] == 4 and gain["ci_low"] <= gain["mean"] <= gain["ci_high"]
+        assert raw["kl"][method]["all"]["prompts"] == 4
+    # Experiment 1, pooled over the seeds from the runs that measured it (dlma; rlcd shares its pairs).
+    truth = raw["truth_agreement"]
+    assert truth["seeds"] == [0, 1] and truth["pairs"] == 2 * 12 and truth["from_runs"] == ["dlma"]
+    assert {"contrastive", "likelihood", "ab_judge", "reward_model"} <= set(truth)
+    # A second preset of the same study: the frontier joins the same report.
+    repo.run(sys.executable, "-c", "from dlma.cli import main; main()", "compare", "--preset", "frontier")
+    study = json.loads((root / "reports" / "controlled.json").read_text())
+    assert set(study["presets"]) == {"t", "frontier"}
+    frontier = [r for r in study["rows"] if r["preset"] == "frontier" and r["seed"] == "all" and r["method"] == "dlma"]
+    assert sorted(r["beta"] for r in frontier) == [0.1, 0.5] and all(r["w"] == 0.2 for r in frontier)
+    oracle = [r for r in study["rows"] if r["preset"] == "t" and r["method"] == "oracle" and r["seed"] == "all"]
+    assert oracle[0]["w"] == 0.0 and oracle[0]["pairs"] == [5, 5]
+    report = (root / "reports" / "controlled.md").read_text()
+    assert "## Experiment 1" in report and "| dlma | 0.5 |" in report and "| oracle |" in report
+    assert (root / "reports" / "figures" / "controlled_frontier.png").stat().st_size > 1000
