@@ -56,6 +56,10 @@ CANDIDATES = [
         tag_pos="USER: {q}\nASSISTANT(warm, enthusiastic and very positive response):\n",
         tag_neg="USER: {q}\nASSISTANT(cold, bitter and very negative response):\n",
         system_pos="", system_neg="")),
+    ("happy-tag", "tag", PromptPair(
+        tag_pos="USER: {q}\nASSISTANT(happy, delighted response full of praise and love):\n",
+        tag_neg="USER: {q}\nASSISTANT(unhappy, angry response full of complaints and hate):\n",
+        system_pos="", system_neg="")),
 ]
 
 

@@ -160,6 +160,10 @@ def markdown_report(metrics: dict, agreement: dict, details: dict, judges: dict,
     for who in ("base", "aligned"):
         text = metrics["text"][who]
         lines.append(f"| {who} | {metrics['perplexity'][who]:.2f} | {text['mean_tokens']:.1f} | {text['distinct_1']:.3f} | {text['distinct_2']:.3f} |")
+    kl = metrics.get("kl_to_base")
+    if kl:
+        lines += ["", f"KL(aligned || base), estimated on the aligned model's answers (mean summed log-ratio per answer): "
+                  f"{kl['mean']:.3f} nats [{kl['ci_low']:.3f}, {kl['ci_high']:.3f}] over {kl['n']} prompts."]
     lines += [""]
     for title, path in figures.items():
         lines += [f"### {title}", "", f"![{title}]({path})", ""]

@@ -236,6 +236,8 @@ def write_outputs(evaluation: Evaluation, inputs: EvaluateInputs, outputs: Evalu
 
     samples = evaluation.samples
     examples = pl.concat([samples.filter(pl.col("harm") == h).head(3) for h in ("harmful", "safe")], how="vertical")
+    if examples.height == 0:  # an objective without harmful / safe prompts (the controlled task)
+        examples = samples.head(6)
     here = outputs.report.parent
     relative = {t: str(p.relative_to(here)) if p.is_relative_to(here) else str(p) for t, p in figures.items()}
     with atomic_path(outputs.report) as tmp:

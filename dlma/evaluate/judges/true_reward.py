@@ -27,7 +27,7 @@ def true_reward_judge(reward: TrueReward):
         metrics = {"base": mean_summary(base, samples=e.bootstrap, seed=e.seed),
                    "aligned": mean_summary(aligned, samples=e.bootstrap, seed=e.seed),
                    "gain": paired_difference(aligned, base, samples=e.bootstrap, seed=e.seed),
-                   "check": check}
+                   "check": {k: v for k, v in check.items() if k != "mistakes"}}  # its mistakes: in the truth report
         return JudgeResult(
             verdicts=[verdict_from_margin(a - b, 0.0) for a, b in zip(aligned, base)],
             columns={f"{reward.name}_aligned": aligned.tolist(), f"{reward.name}_base": base.tolist()},
