@@ -91,6 +91,14 @@ def render(result: dict, *, name: str, minutes: float | None, model: str) -> str
             lines += ["", f"The rule on {rule['n']} hand-labelled answers ({rule['refusals']} refusals): accuracy "
                       f"{share(rule['accuracy'])}, refusals caught {share(rule['recall'])}, answers wrongly counted as refusals "
                       f"{share(rule['false_refusal_rate'])}."]
+    if result.get("budget"):
+        lines += ["", "## Training budget (what each method trained on, seed by seed)", "", "| method | pairs | optimiser steps |",
+                  "|---|---|---|"]
+        for method, entry in result["budget"].items():
+            lines.append(f"| {method} | {' / '.join(map(str, entry['pairs']))} | {' / '.join(map(str, entry['steps']))} |")
+        lines += ["", "Equal budgets: " + ("yes, every method trained on the same number of pairs and steps." if result.get("equal_budget")
+                                           else "**no**: the pairs or steps differ (raise or lower filter.max_pairs in compare.set so "
+                                                "that every method reaches it).")]
     lines += ["", "## Quality guards (mean over seeds)", "", "| model | perplexity (base model) | mean answer tokens | distinct-2 | generated pairs per seed |",
               "|---|---|---|---|---|"]
     for model_name, entry in result["quality"].items():

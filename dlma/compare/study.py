@@ -19,7 +19,15 @@ from dlma.agreement.report import LABELLERS
 from dlma.compare.methods import METHODS
 from dlma.core.io import atomic_path, write_json
 
-PRESET_ORDER = ("controlled", "frontier", "margin")
+PRESET_ORDER = ("controlled", "frontier", "margin")  # the shipped presets' order in the report; others follow by name
+
+
+def presets_by_role(results: dict[str, dict]) -> dict[str, list[str]]:
+    """Which preset answers which part of the report: the comparison without a grid
+    (experiments 1 and 2), the grids over beta (the frontier) and over the margin weight."""
+    return {"experiments": [n for n, r in results.items() if not r.get("grid")],
+            "frontier": [n for n, r in results.items() if "train.beta" in (r.get("grid") or {})],
+            "margin": [n for n, r in results.items() if "train.margin_weight" in (r.get("grid") or {})]}
 TRUTH_LABELLERS = {**{k: LABELLERS[k] for k in ("contrastive", "likelihood", "ab_judge")},
                    "reward_model": "reward model fitted on true labels of other prompts' pairs (cross-fitted)"}
 
@@ -67,7 +75,7 @@ def study_rows(results: dict[str, dict], defaults: dict) -> list[dict]:
     return rows
 
 
-def frontier_figure(rows: list[dict], path: Path, title: str) -> Path:
+def frontier_figure(rows: list[dict], presets: list[str], path: Path, title: str) -> Path:
     """True reward against KL(policy || base), one line per method over its betas (pooled
     rows, 95% intervals on both axes), the base model at KL 0: the DPO paper's Figure 2."""
     import matplotlib
@@ -76,7 +84,7 @@ def frontier_figure(rows: list[dict], path: Path, title: str) -> Path:
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(figsize=(6.4, 4.4))
-    pooled = [r for r in rows if r["seed"] == "all" and r.get("kl") and r["method"] != "base" and r["preset"] == "frontier"]
+    pooled = [r for r in rows if r["seed"] == "all" and r.get("kl") and r["method"] != "base" and r["preset"] in presets]
     for method in dict.fromkeys(r["method"] for r in pooled):
         points = sorted((r for r in pooled if r["method"] == method), key=lambda r: r["kl"]["mean"])
         x = [r["kl"]["mean"] for r in points]
@@ -88,7 +96,7 @@ def frontier_figure(rows: list[dict], path: Path, title: str) -> Path:
         for r in points:
             axes.annotate(f"β={r['beta']}", (r["kl"]["mean"], r["true_reward"]["mean"]), textcoords="offset points",
                           xytext=(4, 4), fontsize=7, color=line[0].get_color())
-    base = [r for r in rows if r["method"] == "base" and r["preset"] == "frontier"]
+    base = [r for r in rows if r["method"] == "base" and r["preset"] in presets]
     if base:
         entry = base[0]["true_reward"]
         axes.errorbar([0.0], [entry["mean"]], yerr=[[entry["mean"] - entry["ci_low"]], [entry["ci_high"] - entry["mean"]]],
@@ -169,10 +177,10 @@ def experiment_two_lines(result: dict, defaults: dict) -> list[str]:
     return lines + [""]
 
 
-def frontier_lines(rows: list[dict], preset: str, key: str, header: str) -> list[str]:
-    pooled = [r for r in rows if r["preset"] == preset and r["seed"] == "all"]
+def frontier_lines(rows: list[dict], presets: list[str], key: str, header: str, missing: str) -> list[str]:
+    pooled = [r for r in rows if r["preset"] in presets and r["seed"] == "all"]
     if not pooled:
-        return [f"Not run yet: `dlma compare --preset {preset}`.", ""]
+        return [f"Not run yet: `dlma compare --preset {missing}`.", ""]
     lines = [f"| method | {header} | pairs | steps | true reward | gain over base | KL (nats) |", "|---|---|---|---|---|---|---|"]
     for r in sorted(pooled, key=lambda r: (r["method"] != "base", r["method"], r.get(key) or 0)):
         if r["method"] == "base":
@@ -192,31 +200,32 @@ def write_study(study: Path, *, model: str, defaults: dict | None = None) -> lis
     found = {p.stem: json.loads(p.read_text()) for p in sorted(study.glob("*.json"))}
     results = {name: found[name] for name in [*PRESET_ORDER, *sorted(set(found) - set(PRESET_ORDER))] if name in found}
     rows = study_rows(results, defaults)
+    roles = presets_by_role(results)
+    experiments = results[roles["experiments"][0]] if roles["experiments"] else None
     written = []
     figure = None
-    if any(r["preset"] == "frontier" for r in rows):
-        figure = frontier_figure(rows, study.parent / "figures" / f"{study.name}_frontier.png",
+    if roles["frontier"]:
+        figure = frontier_figure(rows, roles["frontier"], study.parent / "figures" / f"{study.name}_frontier.png",
                                  f"{model}: true reward vs KL over beta")
         written.append(figure)
     summary = {"presets": {name: {k: r.get(k) for k in ("name", "seeds", "methods", "set", "grid", "minutes", "left_out",
                                                            "equal_budget")} for name, r in results.items()},
-               "experiment_1": results.get("controlled", {}).get("truth_agreement"),
+               "experiment_1": experiments.get("truth_agreement") if experiments else None,
                "rows": rows}
     out_json = study.parent / f"{study.name}.json"
     write_json(summary, out_json)
     lines = [f"# Study `{study.name}`", "", f"Model `{model}`. Presets run: "
              + ", ".join(f"`{n}` ({r['minutes']:.1f} min)" if r.get("minutes") else f"`{n}`" for n, r in results.items()) + ".", "",
              "## Experiment 1: which labeller orders generated pairs as the true reward does", ""]
-    lines += experiment_one_lines(results.get("controlled", {}).get("truth_agreement"))
+    lines += experiment_one_lines(experiments.get("truth_agreement") if experiments else None)
     lines += ["## Experiment 2: aligned against base, and against the baselines", ""]
-    lines += experiment_two_lines(results["controlled"], defaults) if "controlled" in results else \
-        ["Not run yet: `dlma compare --preset controlled`.", ""]
+    lines += experiment_two_lines(experiments, defaults) if experiments else ["Not run yet: `dlma compare --preset controlled`.", ""]
     lines += ["## Reward against KL over beta (the DPO paper's frontier)", ""]
     if figure is not None:
         lines += [f"![frontier](figures/{figure.name})", ""]
-    lines += frontier_lines(rows, "frontier", "beta", "beta")
+    lines += frontier_lines(rows, roles["frontier"], "beta", "beta", "frontier")
     lines += ["## The margin weight w at the paper's beta (w = 0 is RLCD: plain DPO on the same pairs)", ""]
-    lines += frontier_lines(rows, "margin", "w", "w")
+    lines += frontier_lines(rows, roles["margin"], "w", "w", "margin")
     out_md = study.parent / f"{study.name}.md"
     with atomic_path(out_md) as tmp:
         tmp.write_text("\n".join(lines) + "\n")

@@ -124,3 +124,63 @@ def test_method_params_as_dvc_set_params():
     assert as_set_params(METHODS["rlaif"]) == ["generate.pairs_from=bare", "score.labeller=ab_judge", "filter.swap_negative=true",
                                                "train.margin_weight=0.0"]
     assert as_set_params({"evaluate.judges": ["a", "b"], "data.limit": 60}) == ["evaluate.judges=[a, b]", "data.limit=60"]
+
+
+def controlled_run(method: str, seed: int, aligned: list[float], base: list[float], kl: list[float], pairs: int, steps: int,
+                   truth_rows: pl.DataFrame | None = None) -> RunResult:
+    samples = PROMPTS.with_columns(
+        pl.Series("answer_base", [f"base {seed} {i}" for i in range(4)]), pl.Series("answer_aligned", [f"{method} {i}" for i in range(4)]),
+        pl.Series("verdict_sentiment", ["win" if a > b else "lose" if a < b else "tie" for a, b in zip(aligned, base)]),
+        pl.Series("sentiment_aligned", aligned), pl.Series("sentiment_base", base), pl.Series("kl_aligned", kl))
+    entry = {"independent": True, "informative": True, "validity": {"labelled_accuracy": 0.9}, "not_informative_because": []}
+    metrics = {"win_rate": {"sentiment": entry}, "perplexity": {"base": 8.0, "aligned": 7.0},
+               "text": {"base": {"mean_tokens": 50.0, "distinct_2": 0.8}, "aligned": {"mean_tokens": 40.0, "distinct_2": 0.7}},
+               "training_data": {"pairs": 12}}
+    truth = {"skipped": "score.labeller is sentiment"} if truth_rows is None else {"ab_rule": "average"}
+    return RunResult(method=method, seed=seed, name=f"c-{method}-s{seed}", samples=samples, metrics=metrics,
+                     train={"pairs": pairs, "steps": steps}, truth=truth, truth_rows=truth_rows, base_method=method)
+
+
+def truth_rows(ids: list[str], contrastive: list[float], ab: list[float]) -> pl.DataFrame:
+    return pl.DataFrame({"id": ids, "true_pos": [0.5] * len(ids), "true_neg": [0.1] * len(ids), "true_order": [1.0] * len(ids),
+                         "contrastive_right": contrastive, "ab_judge_right": ab})
+
+
+def test_true_reward_kl_budget_and_experiment_one_by_hand():
+    base0, base1 = [0.1, 0.2, 0.3, 0.4], [0.0, 0.0, 0.5, 0.5]
+    runs = [controlled_run("dlma", 0, [0.5, 0.2, 0.9, 0.4], base0, [1.0, 2.0, 3.0, 4.0], 8, 2,
+                           truth_rows(["p1", "p2", "p3"], [1.0, 1.0, 0.0], [0.0, 1.0, float("nan")])),
+            controlled_run("dlma", 1, [0.0, 0.4, 0.5, 0.9], base1, [0.0, 0.0, 1.0, 1.0], 8, 2,
+                           truth_rows(["p1", "p4"], [1.0, 0.0], [1.0, 1.0])),
+            controlled_run("oracle", 0, [0.1, 0.2, 0.3, 0.4], base0, [0.5] * 4, 8, 2),
+            controlled_run("oracle", 1, [0.0, 0.0, 0.5, 0.5], base1, [0.5] * 4, 7, 2)]
+    result = compare_runs(runs, ["dlma", "oracle", "base"], [0, 1], samples=200)
+    sentiment = result["true_reward"]["sentiment"]
+    assert sentiment["base"]["all"]["mean"] == pytest.approx((1.0 + 1.0) / 8)
+    assert sentiment["dlma"]["mean"]["all"]["mean"] == pytest.approx((2.0 + 1.8) / 8)
+    # gains: seed 0 (0.4, 0, 0.6, 0), seed 1 (0, 0.4, 0, 0.4)
+    assert sentiment["dlma"]["gain"]["all"]["mean"] == pytest.approx(1.8 / 8)
+    assert sentiment["dlma"]["per_seed"][0]["mean"] == pytest.approx(1.0 / 4) and sentiment["oracle"]["gain"]["all"]["mean"] == 0.0
+    assert result["kl"]["dlma"]["all"]["mean"] == pytest.approx(12.0 / 8) and result["kl"]["dlma"]["per_seed"][1]["mean"] == 0.5
+    assert result["vs_dlma"]["oracle"]["true_sentiment"]["all"]["mean"] == pytest.approx(1.8 / 8)
+    # budgets: oracle trained on 7 pairs in seed 1, so the budgets are not equal, and the report says so
+    assert result["budget"]["oracle"] == {"pairs": [8, 7], "steps": [2, 2], "point": {}, "method": "oracle"}
+    assert result["equal_budget"] is False and "Equal budgets: **no**" in render(result, name="c", minutes=None, model="tiny")
+    # Experiment 1 pooled over seeds from the runs that measured it; NaN (no verdict) left out.
+    truth = result["truth_agreement"]
+    assert truth["pairs"] == 5 and truth["from_runs"] == ["dlma"] and truth["prompts"] == 4
+    assert truth["contrastive"]["mean"] == pytest.approx(3 / 5) and truth["contrastive"]["n"] == 5
+    assert truth["ab_judge"]["mean"] == pytest.approx(3 / 4) and truth["ab_judge"]["n"] == 4
+    assert truth["contrastive_minus_ab_judge"]["mean"] == pytest.approx(((1 - 0) + (1 - 1) + (1 - 1) + (0 - 1)) / 4)
+    assert truth["contrastive"]["ci_low"] <= truth["contrastive"]["mean"] <= truth["contrastive"]["ci_high"]
+
+
+def test_cluster_bootstrap_resamples_whole_prompts():
+    from dlma.evaluate.stats import cluster_bootstrap
+
+    values = np.array([1.0, 1.0, 0.0, 0.0, np.nan])
+    clusters = np.array(["a", "a", "b", "b", "b"])
+    result = cluster_bootstrap(values, clusters, samples=500, seed=0)
+    assert result["mean"] == 0.5 and result["n"] == 4 and result["clusters"] == 2
+    # Two clusters only: every resample is all-a (1), all-b (0) or one of each (0.5).
+    assert result["ci_low"] == 0.0 and result["ci_high"] == 1.0
