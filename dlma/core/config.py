@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from pathlib import Path
@@ -21,6 +22,7 @@ import yaml
 from dlma.core.errors import DlmaError
 
 DTypeName = Literal["auto", "float32", "bfloat16", "float16"]
+_FLOAT = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
 
 T = TypeVar("T")
 
@@ -52,6 +54,9 @@ def _check_type(value: Any, annotation: Any, where: str) -> Any:
         return build(annotation, value, where)
     if annotation is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if annotation is float and isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
+        # PyYAML (YAML 1.1) reads 5e-07 -- how `dvc exp run -S train.learning_rate=5e-7` writes it -- as a string
+        value = float(value)
     if annotation is float and isinstance(value, float) and not math.isfinite(value):
         # NaN / inf would train NaN weights and register them as a finished model.
         raise DlmaError(f"{where} must be a finite number, got {value!r}")

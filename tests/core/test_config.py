@@ -66,3 +66,60 @@ def test_wrong_type(tmp_path):
     data["filter"]["min_abs_score"] = "high"
     with pytest.raises(DlmaError, match="filter.min_abs_score must be float"):
         load_section(FilterParams, "filter", write(tmp_path, data))
+
+
+def test_a_float_written_by_dvc_in_exponent_form_is_a_float(tmp_path):
+    """`dvc exp run -S train.learning_rate=5e-7` writes 5e-07, which PyYAML (YAML 1.1) reads as a string."""
+    from dlma.train.params import TrainParams
+
+    data = shipped_raw()
+    data["train"]["learning_rate"] = yaml.safe_load("5e-07")
+    assert data["train"]["learning_rate"] == "5e-07"  # the YAML pitfall itself
+    assert load_section(TrainParams, "train", write(tmp_path, data)).learning_rate == 5e-07
+    data["train"]["learning_rate"] = "fast"
+    with pytest.raises(DlmaError, match="train.learning_rate must be float, got 'fast'"):
+        load_section(TrainParams, "train", write(tmp_path, data))
+
+
+SECTIONS = {"run": "dlma.core.launch:RunParams", "model": "dlma.model:ModelParams", "data": "dlma.data.params:DataParams",
+            "prompts": "dlma.lm.prompts:PromptsParams", "generate": "dlma.generate.params:GenerateParams",
+            "score": "dlma.score.params:ScoreParams", "human": "dlma.data.human:HumanParams", "reward": "dlma.reward.params:RewardParams",
+            "filter": "dlma.filter.params:FilterParams", "train": "dlma.train.params:TrainParams",
+            "tracking": "dlma.tracking.params:TrackingParams", "evaluate": "dlma.evaluate.params:EvaluateParams",
+            "truth": "dlma.truth.params:TruthParams"}
+
+
+def readme_exp_run_lines() -> list[list[str]]:
+    """Every `dvc exp run` command of the README, as the shell would split it."""
+    import re
+    import shlex
+
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", text, re.S):
+        for command in block.replace("\\\n", " ").splitlines():
+            if command.strip().startswith("dvc exp run"):
+                commands.append(shlex.split(command))
+    return commands
+
+
+def test_every_dvc_exp_run_line_of_the_readme_gives_valid_params(tmp_path):
+    """Each -S of each README line applied as DVC applies it (the value parsed as YAML), then
+    every section loaded and checked, as the stages will."""
+    import importlib
+
+    commands = readme_exp_run_lines()
+    assert len(commands) >= 4
+    for command in commands:
+        data = shipped_raw()
+        for flag, assignment in zip(command, command[1:]):
+            if flag != "-S":
+                continue
+            key, _, value = assignment.partition("=")
+            section, name = key.split(".", 1)
+            assert section in data and name in data[section], f"README: unknown param {key} in {' '.join(command)[:80]}"
+            data[section][name] = yaml.safe_load(value)
+        path = write(tmp_path, data)
+        for section, target in SECTIONS.items():
+            module, cls = target.split(":")
+            load_section(getattr(importlib.import_module(module), cls), section, path)

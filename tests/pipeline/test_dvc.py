@@ -97,14 +97,15 @@ ALL_MODEL_STAGES = {"model", "generate", "score", "train", "evaluate"}
 # One module of each step (and of the shared folders) -> the stages that run it.
 EDITS = {
     "dlma/core/io.py": ALL_STAGES,
-    "dlma/model.py": ALL_MODEL_STAGES | {"recover", "reward", "agreement"},
-    "dlma/lm/prompts.py": {"generate", "score", "train", "agreement", "evaluate", "reward"},
+    "dlma/model.py": ALL_MODEL_STAGES | {"recover", "reward", "agreement", "truth"},
+    "dlma/lm/prompts.py": {"generate", "score", "train", "agreement", "evaluate", "reward", "truth"},
     "dlma/data/loaders.py": {"sets", "prepare", "human", "agreement", "evaluate"},
-    "dlma/reward/run.py": {"reward", "agreement", "evaluate"},
+    "dlma/reward/run.py": {"reward", "agreement", "evaluate", "truth"},
     "dlma/agreement/measure.py": {"agreement", "evaluate"},
     "dlma/generate/sampling.py": {"generate", "evaluate"},
     "dlma/generate/params.py": {"generate", "train", "evaluate"},
-    "dlma/score/contrastive.py": {"score", "agreement", "evaluate"},
+    "dlma/score/contrastive.py": {"score", "agreement", "evaluate", "truth"},
+    "dlma/truth/sentiment.py": {"score", "agreement", "evaluate", "truth"},
     "dlma/filter/preferences.py": {"filter"},
     "dlma/train/loss.py": {"train"},
     "dlma/tracking/store.py": {"train", "recover", "evaluate"},
@@ -147,7 +148,7 @@ def test_score_param_reruns_score_and_filter_only(repo):
     # bf16 references are not the float32 policy's: train refuses them unless told not to check.
     repo.set_param("train", "reference_tolerance", None)
     # score.dtype is also the numerics of label agreement: it reruns too.
-    assert set(repo.repro()) == {"score", "filter", "train", "agreement", "evaluate", *ALWAYS}
+    assert set(repo.repro()) == {"score", "filter", "train", "agreement", "truth", "evaluate", *ALWAYS}
     assert repo.sha("data/generated.parquet") == generated
     repo.run("git", "checkout", "params.yaml")
     repo.repro()
@@ -157,7 +158,7 @@ def test_generate_param_reruns_from_generate(repo):
     generated = repo.sha("data/generated.parquet")
     repo.set_param("generate", "seed", 1)
     # Label agreement does not depend on the trained model: it does not rerun.
-    assert set(repo.repro()) == {"generate", "score", "filter", "train", "evaluate", *ALWAYS}
+    assert set(repo.repro()) == {"generate", "score", "filter", "train", "truth", "evaluate", *ALWAYS}
     assert repo.sha("data/generated.parquet") != generated
     repo.run("git", "checkout", "params.yaml")
     repo.repro()
