@@ -17,9 +17,16 @@ def shared_data_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
+    """The public data sets beside the clone (README "Run it" says where to get them). A
+    user's clone without them skips these tests, saying why; CI sets DLMA_REQUIRE_SHARED_DATA=1,
+    which makes their absence a failure, so CI never passes by skipping them."""
     path = shared_data_dir()
     if not path.is_dir():
-        pytest.fail(f"shared data not found at {path}; set DLMA_SHARED_DATA")
+        message = (f"public data sets not found at {path} (see README: get them, or set DLMA_SHARED_DATA "
+                   "to where they are)")
+        if os.environ.get("DLMA_REQUIRE_SHARED_DATA") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
     return path
 
 

@@ -42,6 +42,8 @@ class EvaluateParams:
     def __post_init__(self) -> None:
         from dlma.evaluate.judges import JUDGES
 
+        if self.tie_margin < 0:
+            raise DlmaError(f"evaluate.tie_margin must be >= 0 (nats), got {self.tie_margin}")
         unknown = [j for j in self.judges if j not in JUDGES]
         if unknown:
             raise DlmaError(f"evaluate.judges: unknown judge(s) {unknown}; known judges: {list(JUDGES)}")

@@ -32,3 +32,7 @@ class GenerateParams:
             raise DlmaError("generate.max_new_tokens, generate.max_prompt_tokens and generate.batch_size must be >= 1")
         if self.temperature <= 0:
             raise DlmaError("generate.temperature must be > 0 (sampling is required by DLMA)")
+        if not 0.0 < self.top_p <= 1.0:  # 0 would mean greedy decoding, above 1 the same as 1
+            raise DlmaError(f"generate.top_p must be in (0, 1], got {self.top_p}")
+        if self.top_k < 0:
+            raise DlmaError(f"generate.top_k must be >= 0 (0 = no top-k), got {self.top_k}")

@@ -52,3 +52,16 @@ class TrainParams:
             raise DlmaError("train.reference_tolerance must be >= 0 or null")
         if self.learning_rate <= 0:
             raise DlmaError(f"train.learning_rate must be > 0, got {self.learning_rate}")
+        if self.margin_weight < 0:  # a negative weight inverts the self-rewarding margin
+            raise DlmaError(f"train.margin_weight must be >= 0 (0 is plain DPO), got {self.margin_weight}")
+        if self.max_steps <= 0 and self.epochs <= 0:  # would register an untrained adapter as a model
+            raise DlmaError(f"train.epochs must be > 0 (or train.max_steps > 0), got {self.epochs}")
+        if self.lora_r < 1 or self.lora_alpha < 1 or self.warmup_steps < 0 or self.max_length < 2:
+            raise DlmaError("train.lora_r and train.lora_alpha must be >= 1, train.warmup_steps >= 0 and train.max_length >= 2")
+        from transformers.trainer_utils import SchedulerType
+        from transformers.training_args import OptimizerNames
+
+        for key, value, known in (("optimizer", self.optimizer, OptimizerNames), ("lr_scheduler", self.lr_scheduler, SchedulerType)):
+            names = [member.value for member in known]
+            if value not in names:
+                raise DlmaError(f"train.{key}: unknown '{value}'; transformers knows {names}")

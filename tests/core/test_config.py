@@ -123,3 +123,16 @@ def test_every_dvc_exp_run_line_of_the_readme_gives_valid_params(tmp_path):
         for section, target in SECTIONS.items():
             module, cls = target.split(":")
             load_section(getattr(importlib.import_module(module), cls), section, path)
+
+
+def test_the_readme_sentiment_line_is_the_controlled_presets_objective():
+    """The README's one line for the controlled task sets exactly what the presets' runs set."""
+    from dlma.compare.params import load_compare
+
+    (command,) = [c for c in readme_exp_run_lines() if "-n" in c and c[c.index("-n") + 1] == "sentiment"]
+    values = {}
+    for flag, assignment in zip(command, command[1:]):
+        if flag == "-S":
+            key, _, value = assignment.partition("=")
+            values[key] = yaml.safe_load(value)
+    assert values == load_compare(REPO_PARAMS, "controlled").set

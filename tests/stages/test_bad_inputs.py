@@ -36,6 +36,8 @@ ARGS = {
     "human": ["human", "--train", "human.parquet", "--holdout", "holdout.parquet", "--report", "human.json"],
     "reward": ["reward", "--train", "human.parquet", "--holdout", "holdout.parquet", "--out", "models/reward",
                "--report", "reward.json"],
+    "truth": ["truth", "--scored", "scored.parquet", "--model-id", "model.json", "--metrics", "reports/truth.json",
+              "--samples", "reports/truth.parquet"],
     "agreement": ["agreement", "--model-id", "model.json", "--sets", "sets.json", "--metrics", "reports/agreement.json",
                   "--samples", "reports/agreement.parquet"],
     "evaluate": ["evaluate", "--eval-prompts", "eval.parquet", "--model-id", "model.json", "--aligned", "models/dlma",
@@ -237,6 +239,21 @@ CASES = [
      r"agreement set 'extra' .* has no chosen/rejected fields"),
     ("params file not YAML", write("params.yaml", "model: [unclosed\n"), "model", r"params file 'params.yaml' is not valid YAML"),
     ("params section missing", write("params.yaml", "model:\n  base: model\n"), "filter", r"params file 'params.yaml' has no section 'filter'"),
+    # -- silent or traceback-only before (issue 21) --
+    ("negative margin weight", set_param("train", "margin_weight", -0.2), "train", r"train.margin_weight must be >= 0"),
+    ("zero epochs", steps(set_param("train", "epochs", 0.0), set_param("train", "max_steps", -1)), "train",
+     r"train.epochs must be > 0"),
+    ("top_p zero", set_param("generate", "top_p", 0.0), "generate", r"generate.top_p must be in \(0, 1\], got 0.0"),
+    ("top_p above one", set_param("generate", "top_p", 1.5), "generate", r"generate.top_p must be in \(0, 1\], got 1.5"),
+    ("negative tie margin", set_param("evaluate", "tie_margin", -1.0), "evaluate", r"evaluate.tie_margin must be >= 0"),
+    ("unknown optimizer", set_param("train", "optimizer", "adamw_fast"), "train", r"train.optimizer: unknown 'adamw_fast'"),
+    ("unknown scheduler", set_param("train", "lr_scheduler", "wobbly"), "train", r"train.lr_scheduler: unknown 'wobbly'"),
+    ("LoRA rank zero", set_param("train", "lora_r", 0), "train", r"train.lora_r and train.lora_alpha must be >= 1"),
+    ("negative warm-up", set_param("train", "warmup_steps", -1), "train", r"train.warmup_steps >= 0"),
+    ("budget of zero pairs", set_param("filter", "max_pairs", 0), "filter", r"filter.max_pairs must be >= 1 or null"),
+    ("unknown true reward", set_param("truth", "reward", "joy"), "truth", r"truth.reward: unknown true reward 'joy'"),
+    ("reward micro-batch not dividing the batch", set_param("reward", "micro_batch_size", 3), "reward",
+     r"reward.micro_batch_size must divide reward.batch_size=8"),
 ]
 
 
