@@ -41,6 +41,8 @@ def main(
     params_file: Path = typer.Option(Path("params.yaml"), "--params", help="params file (its compare section)"),
     queue: bool = typer.Option(False, help="only queue the experiments (then `dvc queue start -j N`, then --collect)"),
     collect_only: bool = typer.Option(False, "--collect", help="do not run: read the finished experiments and write the reports"),
+    resume: bool = typer.Option(False, help="keep the experiments already finished on this commit and run only the others "
+                                "(a comparison cut short); the time reported adds this run's to the earlier report's"),
     out_json: Path = typer.Option(None, help="output: the comparison's numbers (default: see above)"),
     out_md: Path = typer.Option(None, help="output: the comparison's report (default: see above)"),
 ) -> None:
@@ -55,11 +57,13 @@ def main(
     started = time.perf_counter()
     minutes, failed = None, {}
     if not collect_only:
-        failed = run_experiments(params, root, queue=queue, true_reward=true_reward)
+        failed = run_experiments(params, root, queue=queue, true_reward=true_reward, resume=resume)
         if queue:
             log.info("queued; run `dvc queue start -j <jobs>`, wait for `dvc queue status`, then `dlma compare --collect`")
             return
         minutes = (time.perf_counter() - started) / 60
+        if resume and out_json.is_file():  # the part that ran before counts too (when it got as far as a report)
+            minutes += json.loads(out_json.read_text()).get("minutes") or 0.0
     runs, left_out = collect(params, root, failed, true_reward)
     variants = [v for v in dict.fromkeys(r.method for r in runs) if v not in left_out]
     if "base" in params.methods:

@@ -94,13 +94,23 @@ def _dvc_streamed(root: Path, args: list[str], keep: int = 25) -> tuple[int, lis
     return process.returncode, list(tail)
 
 
-def run_experiments(params: CompareParams, root: Path, *, queue: bool, true_reward: str = "") -> dict[str, str]:
+def run_experiments(params: CompareParams, root: Path, *, queue: bool, true_reward: str = "",
+                    resume: bool = False) -> dict[str, str]:
     """Run (or queue) every planned experiment; an earlier experiment of the same name is
-    removed first, so rerunning a comparison replaces it. A run that fails (a method that
+    removed first, so rerunning a comparison replaces it. With `resume`, the experiments
+    already finished on this commit are kept and only the others run (a comparison cut
+    short, by a reboot say, goes on where it stopped). A run that fails (a method that
     cannot train at this size, say RLAIF with no pair labelled) does not stop the others:
     returns {experiment: why it failed}, which the report shows."""
     runs = planned_runs(params, true_reward)
-    _dvc(root, "exp", "remove", *[run.name for run in runs], check=False, capture=True)  # absent names are not an error here
+    if resume:
+        finished = experiment_commits(root)
+        kept = [run.name for run in runs if run.name in finished]
+        runs = [run for run in runs if run.name not in finished]
+        log.info("compare --resume: %d of %d experiments already finished on this commit, %d to run",
+                 len(kept), len(kept) + len(runs), len(runs))
+    if runs:
+        _dvc(root, "exp", "remove", *[run.name for run in runs], check=False, capture=True)  # absent names are not an error here
     failed = {}
     for index, run in enumerate(runs, 1):
         log.info("compare: %s %d/%d (%s, seed %d)", "queueing" if queue else "running", index, len(runs), run.variant, run.seed)

@@ -16,6 +16,7 @@ Formats:
 from __future__ import annotations
 
 import gzip
+import zlib
 import json
 import logging
 from dataclasses import dataclass, field
@@ -52,8 +53,11 @@ TEXT_FIELDS = ("prompt", "chosen", "rejected", "response_0", "response_1")
 def _check_utf8(path: Path) -> None:
     """Name the line of the first byte that is not UTF-8 (the decoders only give an offset)."""
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as handle:
-        data = handle.read()
+    try:
+        with opener(path, "rb") as handle:
+            data = handle.read()
+    except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError; a cut file ends in EOFError
+        raise DlmaError(f"{path}: cannot read the compressed file ({exc}); download it again or decompress it") from None
     try:
         data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -133,6 +137,12 @@ def _text(row: dict, column: str, where: str, *, required: bool = True, hint: st
         return None
     if not isinstance(value, (str, int, float)) or isinstance(value, bool) or (text_only and not isinstance(value, str)):
         raise DlmaError(f"{where}: field '{column}' must be text, got {type(value).__name__} {value!r}; check {hint}")
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:  # a lone surrogate (JSON "\ud800"): no UTF-8 form, every tokenizer fails on it
+            raise DlmaError(f"{where}: field '{column}' holds {value[exc.start]!r} at character {exc.start}, a lone "
+                            "surrogate that is not text; fix or drop the row") from None
     return str(value)
 
 

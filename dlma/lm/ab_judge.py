@@ -12,15 +12,13 @@ from tqdm.auto import tqdm
 from dlma.core.errors import DlmaError
 from dlma.core.parallel import is_main_process, map_batches, rows_of_this_process
 from dlma.lm.logprobs import left_pad
-from dlma.lm.prompts import bare_messages, bare_uses_chat, encode_chat, encode_text
+from dlma.lm.prompts import bare_messages, bare_uses_chat, check_template, encode_chat, encode_text
 
 
 def check_question(section: str, template: str, tokens: list[str]) -> None:
     """The params of an A/B question (`score` labeller, `evaluate` judges): the template
     shows the request and both answers, and there are exactly two answer tokens."""
-    for key in ("{q}", "{a}", "{b}"):
-        if key not in template:
-            raise DlmaError(f"{section}.judge_prompt must contain {key}")
+    check_template(f"{section}.judge_prompt", template, ("q", "a", "b"))
     if len(tokens) != 2:
         raise DlmaError(f"{section}.judge_tokens must name exactly two answer tokens, e.g. [A, B]")
 

@@ -12,10 +12,29 @@ in `score` are of exactly the tokens that training sees.
 
 from __future__ import annotations
 
+import string
 from dataclasses import dataclass
 from typing import Literal
 
 from dlma.core.errors import DlmaError
+
+
+def check_template(key: str, template: str, placeholders: tuple[str, ...]) -> None:
+    """A params template (`{q}`, `{a}`, ...): every placeholder it needs is there and no other
+    one, so a stray `{x}` or an unmatched brace is refused when params load, naming the key,
+    not later as a KeyError inside a stage. A literal brace is written `{{` or `}}`."""
+    try:
+        fields = [field for _, field, _, _ in string.Formatter().parse(template) if field is not None]
+    except ValueError as exc:  # an unmatched `{` or `}`
+        raise DlmaError(f"{key}: {exc} in {template!r}; write a literal brace as {{{{ or }}}}") from exc
+    allowed = ", ".join("{" + name + "}" for name in placeholders)
+    stray = sorted({field for field in fields if field not in placeholders})
+    if stray:
+        raise DlmaError(f"{key} has the placeholder(s) {', '.join('{' + f + '}' for f in stray)}; only {allowed} are "
+                        "filled in (write a literal brace as {{ or }})")
+    for name in placeholders:
+        if name not in fields:
+            raise DlmaError(f"{key} must contain the placeholder {{{name}}}")
 
 
 @dataclass(frozen=True)
@@ -29,8 +48,7 @@ class PromptPair:
 
     def __post_init__(self) -> None:
         for name in ("tag_pos", "tag_neg"):
-            if "{q}" not in getattr(self, name):
-                raise DlmaError(f"prompt pair field '{name}' must contain the placeholder {{q}}")
+            check_template(f"prompt pair field '{name}'", getattr(self, name), ("q",))
 
 
 @dataclass(frozen=True)
@@ -51,8 +69,7 @@ class PromptsParams:
         unknown = {c: p for c, p in self.category_pairs.items() if p not in self.pairs}
         if unknown:
             raise DlmaError(f"prompts.category_pairs names undefined pair(s) {unknown}; defined pairs: {sorted(self.pairs)}")
-        if "{q}" not in self.bare_tag:
-            raise DlmaError("prompts.bare_tag must contain the placeholder {q}")
+        check_template("prompts.bare_tag", self.bare_tag, ("q",))
 
     @property
     def selected(self) -> PromptPair:

@@ -180,7 +180,7 @@ def test_unknown_judge(tmp_path):
         load_section(EvaluateParams, "evaluate", write_evaluate(tmp_path, judges=["self_contrast", "gpt4"]))
     with pytest.raises(DlmaError, match="reward_model is empty"):
         load_section(EvaluateParams, "evaluate", write_evaluate(tmp_path, judges=["reward_model"], reward_model=""))
-    with pytest.raises(DlmaError, match=r"evaluate.judge_prompt must contain \{b\}"):
+    with pytest.raises(DlmaError, match=r"evaluate.judge_prompt must contain the placeholder \{b\}"):
         load_section(EvaluateParams, "evaluate", write_evaluate(tmp_path, judge_prompt="{q} {a}"))
     with pytest.raises(DlmaError, match="evaluate.judge_tokens must name exactly two"):
         load_section(EvaluateParams, "evaluate", write_evaluate(tmp_path, judge_tokens=["A"]))

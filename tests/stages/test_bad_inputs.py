@@ -153,6 +153,15 @@ def remove(name: str):
     return apply
 
 
+def tag_template(template: str):
+    """prompts.pairs.<the selected pair>.tag_pos set to `template`."""
+    def apply(root: Path) -> None:
+        params = yaml.safe_load((root / "params.yaml").read_text())
+        params["prompts"]["pairs"][params["prompts"]["pair"]]["tag_pos"] = template
+        (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return apply
+
+
 PAIR = json.dumps({"prompt": "q", "chosen": "a", "rejected": "b"})
 # (case, what breaks it, the stage that must refuse it, what the message must name)
 CASES = [
@@ -252,6 +261,14 @@ CASES = [
     ("negative warm-up", set_param("train", "warmup_steps", -1), "train", r"train.warmup_steps >= 0"),
     ("budget of zero pairs", set_param("filter", "max_pairs", 0), "filter", r"filter.max_pairs must be >= 1 or null"),
     ("unknown true reward", set_param("truth", "reward", "joy"), "truth", r"truth.reward: unknown true reward 'joy'"),
+    ("judge prompt with a stray placeholder", set_param("score", "judge_prompt", "Better? {q} A: {a} B: {b} as {answer}"),
+     "score", r"score.judge_prompt has the placeholder\(s\) \{answer\}; only \{q\}, \{a\}, \{b\} are filled in"),
+    ("tag template with an unmatched brace", tag_template("USER: {q}\nASSISTANT({warm):\n"), "generate",
+     r"prompt pair field 'tag_pos': .*unmatched|prompt pair field 'tag_pos': .*expected '\}'"),
+    ("lone surrogate in a prompt", source("surrogate.jsonl", '{"prompt": "ok"}\n{"prompt": "bad \\ud800 text"}\n'), "prepare",
+     r"surrogate.jsonl, line 2: field 'prompt' holds '\\ud800' at character 4, a lone surrogate"),
+    ("corrupt gzip source", source("broken.jsonl.gz", b"\x1f\x8b\x08\x00 not really gzip"), "prepare",
+     r"broken.jsonl.gz: cannot read the compressed file"),
     ("reward micro-batch not dividing the batch", set_param("reward", "micro_batch_size", 3), "reward",
      r"reward.micro_batch_size must divide reward.batch_size=8"),
 ]
