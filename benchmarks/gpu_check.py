@@ -123,8 +123,8 @@ def paper_shapes(config_dir: Path, *, quick: bool, peak_tflops: float | None) ->
     # Scoring: 6 x 32 sequences of 256 + 256 tokens, batch 16 (the stage's pass).
     rows = 8 if quick else 192
     pairs = [([rng.randrange(3, vocab) for _ in range(256)], [rng.randrange(3, vocab) for _ in range(256)]) for _ in range(rows)]
-    response_logprobs(model, pairs[:4], pad_id=tokenizer.pad_token_id, batch_size=4)  # warm-up
-    _, seconds = timed(lambda: response_logprobs(model, pairs, pad_id=tokenizer.pad_token_id, batch_size=16))
+    response_logprobs(model, pairs[:4], pad_id=tokenizer.pad_token_id, batch_size=4, padding_side="right")  # warm-up
+    _, seconds = timed(lambda: response_logprobs(model, pairs, pad_id=tokenizer.pad_token_id, batch_size=16, padding_side="right"))
     tokens = rows * 512
     out["score"] = {"sequences": rows, "tokens_per_s": tokens / seconds, "seconds": seconds, "peak_gib": peak_gib(),
                     "mfu": mfu(2 * params_count * tokens, seconds)}
@@ -214,7 +214,7 @@ def main() -> None:
     model32 = build_model(args.config_dir, torch.float32, "eager")
     pairs = [([rng.randrange(vocab) for _ in range(rng.randint(5, 90))],
               [rng.randrange(vocab) for _ in range(rng.randint(1, 60))] + [tokenizer.eos_token_id]) for _ in range(24)]
-    alone = response_logprobs(model32, pairs, pad_id=tokenizer.pad_token_id, batch_size=1)
+    alone = response_logprobs(model32, pairs, pad_id=tokenizer.pad_token_id, batch_size=1, padding_side="right")
     for side in ("right", "left"):
         batched = response_logprobs(model32, pairs, pad_id=tokenizer.pad_token_id, batch_size=8, padding_side=side)
         results[f"batched_vs_alone_max_rel_{side}"] = float(max(abs(batched - alone) / abs(alone)))
@@ -246,8 +246,8 @@ def main() -> None:
     baseline = None
     for dtype_name, attn in (("fp32", "eager"), ("fp32", "sdpa"), ("bf16", "eager"), ("bf16", "sdpa")):
         model = build_model(args.config_dir, torch.float32 if dtype_name == "fp32" else torch.bfloat16, attn)
-        response_logprobs(model, score_pairs[:32], pad_id=tokenizer.pad_token_id, batch_size=32)  # warm-up
-        logps, seconds = timed(lambda m=model: response_logprobs(m, score_pairs, pad_id=tokenizer.pad_token_id, batch_size=32))
+        response_logprobs(model, score_pairs[:32], pad_id=tokenizer.pad_token_id, batch_size=32, padding_side="right")  # warm-up
+        logps, seconds = timed(lambda m=model: response_logprobs(m, score_pairs, pad_id=tokenizer.pad_token_id, batch_size=32, padding_side="right"))
         logps = logps.reshape(6, n)
         score = contrastive_score(logps[0], logps[1], logps[2], logps[3])
         if baseline is None:

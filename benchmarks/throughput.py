@@ -267,11 +267,11 @@ def bench_score(model, pairs, pad_id: int, batch_size: int, roofline: dict[str, 
     """The stage's pass vs the official code's, in the stage's dtype (`model`); the stage's
     pass in the other dtype beside it: its time, its share of that dtype's roofline, and how
     far its log-probs move from the stage's."""
-    response_logprobs(model, pairs[:batch_size], pad_id=pad_id, batch_size=batch_size)  # warm-up
-    stage, stage_s = timed(lambda: response_logprobs(model, pairs, pad_id=pad_id, batch_size=batch_size))
+    response_logprobs(model, pairs[:batch_size], pad_id=pad_id, batch_size=batch_size, padding_side="right")  # warm-up
+    stage, stage_s = timed(lambda: response_logprobs(model, pairs, pad_id=pad_id, batch_size=batch_size, padding_side="right"))
     naive, naive_s = timed(lambda: naive_logprobs(model, pairs, pad_id, batch_size))
-    response_logprobs(other_model, pairs[:batch_size], pad_id=pad_id, batch_size=batch_size)
-    other, other_s = timed(lambda: response_logprobs(other_model, pairs, pad_id=pad_id, batch_size=batch_size))
+    response_logprobs(other_model, pairs[:batch_size], pad_id=pad_id, batch_size=batch_size, padding_side="right")
+    other, other_s = timed(lambda: response_logprobs(other_model, pairs, pad_id=pad_id, batch_size=batch_size, padding_side="right"))
     flops = score_flops(model, pairs)
     name, other_name = dtype_of(model), dtype_of(other_model)
     return {"dtype": name, "sequences": len(pairs), "batch_size": batch_size, "stage_s": stage_s, "naive_s": naive_s,
@@ -324,7 +324,7 @@ def bench_scaling(gen_model, score_model, tokenizer, prompts, frame, gen: Genera
         seeds = [row_seed(gen.seed, i, "pos") for i in part["id"]]
         samples, gen_s = timed(lambda: sample_responses(gen_model, tokenizer, contexts, replace(gen, max_new_tokens=length), seeds=seeds))
         scored = [(c, list(s.token_ids) or [tokenizer.eos_token_id]) for c, s in zip(contexts, samples)]
-        _, score_s = timed(lambda: response_logprobs(score_model, scored, pad_id=tokenizer.pad_token_id, batch_size=batch_size))
+        _, score_s = timed(lambda: response_logprobs(score_model, scored, pad_id=tokenizer.pad_token_id, batch_size=batch_size, padding_side="right"))
         rows.append({"prompts": count, "max_new_tokens": length, "generate_s": gen_s, "score_s": score_s})
         print(f"scaling: {rows[-1]}", flush=True)
     return rows

@@ -68,7 +68,7 @@ def main(
     variants = [v for v in dict.fromkeys(r.method for r in runs) if v not in left_out]
     if "base" in params.methods:
         variants.append("base")
-    result = compare_runs(runs, variants, params.seeds, samples=params.bootstrap)
+    result = compare_runs(runs, variants, params.seeds, samples=params.bootstrap, seed=params.bootstrap_seed)
     if minutes is None and out_json.is_file():  # --collect: keep the measured time of the run that made the experiments
         minutes = json.loads(out_json.read_text()).get("minutes")
     result |= {"left_out": left_out, "name": params.name, "set": params.set, "grid": params.grid, "minutes": minutes,

@@ -18,6 +18,7 @@ class CompareParams:
     set: dict[str, Any]  # params every run of the comparison sets (its size), as `dvc exp run -S` would
     grid: dict[str, list[Any]]  # params varied within each method: every combination is a variant (a frontier)
     bootstrap: int
+    bootstrap_seed: int  # the resampling's seed (intervals reproducible to the digit)
     report: str  # "" = reports/compare.{md,json}; else the study it belongs to: reports/<report>.{md,json}
     presets: dict[str, dict[str, Any]]  # named comparisons (`dlma compare --preset NAME`): keys that replace these
 

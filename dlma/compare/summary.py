@@ -120,7 +120,7 @@ def truth_agreement(runs: list[RunResult], seeds: list[int], *, samples: int, se
     return out
 
 
-def compare_runs(runs: list[RunResult], methods: list[str], seeds: list[int], *, samples: int = 1000, seed: int = 0) -> dict:
+def compare_runs(runs: list[RunResult], methods: list[str], seeds: list[int], *, samples: int, seed: int) -> dict:
     trained = [m for m in methods if m != "base"]
     missing = [(m, s) for m in trained for s in seeds if not any(r.method == m and r.seed == s for r in runs)]
     if missing:

@@ -13,7 +13,8 @@ def answer_logps(model, tokenizer, prompts: PromptsParams, queries, answers, *, 
     """Summed log-prob of each answer given the bare query, and its token count."""
     contexts = encode_contexts(tokenizer, prompts, queries, "bare")
     responses = [encode_response(tokenizer, a) for a in answers]
-    logps = response_logprobs(model, list(zip(contexts, responses)), pad_id=tokenizer.pad_token_id, batch_size=batch_size, desc="perplexity")
+    logps = response_logprobs(model, list(zip(contexts, responses)), pad_id=tokenizer.pad_token_id, batch_size=batch_size,
+                              padding_side="right", desc="perplexity")  # as training pads: one numerics for the whole guard
     return logps, np.array([len(r) for r in responses])
 
 

@@ -8,7 +8,7 @@ from collections import Counter
 import numpy as np
 
 
-def bootstrap_interval(correct: np.ndarray, *, samples: int = 1000, seed: int = 0) -> tuple[float, float]:
+def bootstrap_interval(correct: np.ndarray, *, samples: int, seed: int) -> tuple[float, float]:
     """95% percentile-bootstrap interval of the mean of per-row values."""
     correct = np.asarray(correct, dtype=np.float64)
     if correct.size == 0:
@@ -19,7 +19,7 @@ def bootstrap_interval(correct: np.ndarray, *, samples: int = 1000, seed: int = 
     return float(low), float(high)
 
 
-def paired_difference(first: np.ndarray, second: np.ndarray, *, samples: int = 1000, seed: int = 0) -> dict:
+def paired_difference(first: np.ndarray, second: np.ndarray, *, samples: int, seed: int) -> dict:
     """Mean of first - second over paired rows (the same prompt or pair measured two ways),
     with a 95% percentile-bootstrap interval that resamples rows, keeping each pair
     together: the interval of the difference, not two separate intervals."""
@@ -92,7 +92,7 @@ def perplexity(summed_logps: np.ndarray, token_counts: np.ndarray) -> float:
     return float(np.exp(-np.sum(summed_logps) / np.sum(token_counts)))
 
 
-def crossed_bootstrap(values: np.ndarray, *, samples: int = 1000, seed: int = 0) -> dict:
+def crossed_bootstrap(values: np.ndarray, *, samples: int, seed: int) -> dict:
     """Mean of a seeds x prompts table with a 95% interval over prompts and seeds: each
     resample draws seeds and prompts with replacement, independently (a crossed design:
     every seed answered every prompt), so the interval widens with both the spread
@@ -113,7 +113,7 @@ def crossed_bootstrap(values: np.ndarray, *, samples: int = 1000, seed: int = 0)
     return {"mean": float(values.mean()), "ci_low": float(low), "ci_high": float(high), "seeds": n_seeds, "prompts": n_prompts}
 
 
-def cluster_bootstrap(values: np.ndarray, clusters: np.ndarray, *, samples: int = 1000, seed: int = 0) -> dict:
+def cluster_bootstrap(values: np.ndarray, clusters: np.ndarray, *, samples: int, seed: int) -> dict:
     """Mean of per-row values with a 95% interval that resamples clusters (the prompts),
     each with all its rows: for rows that share a prompt (pairs of one prompt sampled under
     several seeds), which are not independent. NaN rows (no verdict) are left out."""

@@ -20,10 +20,9 @@ class GenerateParams:
     batch_size: int
     seed: int
     dtype: DTypeName
-    # params.yaml writes these three; the defaults only serve model cards written before they existed
-    engine: Literal["hf", "vllm"] = "hf"  # the generate stage's sampler (evaluate and the served model use hf)
-    vllm_python: str = ""  # the python of the vLLM environment, for engine vllm ("" = $DLMA_VLLM_PYTHON)
-    vllm_memory_fraction: float = 0.25  # vLLM's gpu_memory_utilization: of the GPU's memory, or on CPU of the RAM
+    engine: Literal["hf", "vllm"]  # the generate stage's sampler (evaluate and the served model use hf)
+    vllm_python: str  # the python of the vLLM environment, for engine vllm ("" = $DLMA_VLLM_PYTHON)
+    vllm_memory_fraction: float  # vLLM's gpu_memory_utilization: of the GPU's memory, or on CPU of the RAM
 
     def __post_init__(self) -> None:
         if not 0.0 < self.vllm_memory_fraction <= 1.0:

@@ -105,7 +105,7 @@ def batch_logprobs(model, batch: PaddedBatch) -> torch.Tensor:
 
 def response_logprobs(
     model, pairs: list[tuple[list[int], list[int]]], *, pad_id: int, batch_size: int,
-    padding_side: str = "right", desc: str = "score",
+    padding_side: str, desc: str = "score",
 ) -> np.ndarray:
     """Summed log p(response | context) for every (context, response) pair, float64.
 

@@ -43,7 +43,7 @@ def tokenised_pairs(tokenizer, frame: pl.DataFrame, max_length: int) -> tuple[li
 
 
 @torch.inference_mode()
-def reward_scores(model, pad_id: int, sequences: list[list[int]], *, batch_size: int = 8) -> np.ndarray:
+def reward_scores(model, pad_id: int, sequences: list[list[int]], *, batch_size: int) -> np.ndarray:
     """One scalar reward per token sequence. Batches are formed by length (less padding)
     and right-padded; the classification head reads the last token that is not the pad
     id, which is the sequence's own last token whatever the padding (also when pad = EOS:

@@ -46,7 +46,9 @@ class AlignedModel(mlflow.pyfunc.PythonModel):
             prompts = [model_input] if isinstance(model_input, str) else list(model_input)
         trained_with = self.card["generate"]
         overrides = {key: type(trained_with[key])(value) for key, value in (params or {}).items() if key in PREDICT_KEYS}
-        generate = GenerateParams(**{**trained_with, **overrides, "dtype": "float32"})
+        # the served model samples with hf in float32 whatever the generate stage used (engine, dtype)
+        serving = {"dtype": "float32", "engine": "hf", "vllm_python": "", "vllm_memory_fraction": 1.0}
+        generate = GenerateParams(**{**trained_with, **overrides, **serving})
         contexts = [user_turn_ids(self.tokenizer, self.card["bare"], self.card["bare_tag"], p) for p in prompts]
         with torch.inference_mode():
             seeds = [row_seed(generate.seed, str(i), "predict") for i in range(len(prompts))]

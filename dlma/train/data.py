@@ -69,7 +69,8 @@ def tokenise_preferences(
 def add_reference_logps(rows: list[dict], model, tokenizer, *, batch_size: int) -> None:
     """Compute reference log-probs once, before training, when the table lacks them."""
     pairs = [(r["prompt_ids"], r["chosen_ids"]) for r in rows] + [(r["prompt_ids"], r["rejected_ids"]) for r in rows]
-    logps = response_logprobs(model, pairs, pad_id=tokenizer.pad_token_id, batch_size=batch_size, desc="reference")
+    logps = response_logprobs(model, pairs, pad_id=tokenizer.pad_token_id, batch_size=batch_size,
+                              padding_side="right", desc="reference")  # trl's collator pads on the right
     for index, row in enumerate(rows):
         row["ref_chosen_logps"] = float(logps[index])
         row["ref_rejected_logps"] = float(logps[len(rows) + index])
@@ -95,7 +96,8 @@ def check_reference_numerics(rows: list[dict], model, tokenizer, *, pairs: int, 
     device_type = next(model.parameters()).device.type
     autocast = torch.autocast(device_type, dtype=autocast_dtype) if autocast_dtype else contextlib.nullcontext()
     with autocast:
-        policy = response_logprobs(model, sequences, pad_id=tokenizer.pad_token_id, batch_size=len(sequences), desc="check")
+        policy = response_logprobs(model, sequences, pad_id=tokenizer.pad_token_id, batch_size=len(sequences),
+                                   padding_side="right", desc="check")
     gaps = [abs(a - b) for a, b in zip(policy, stored)]
     worst = max(range(len(gaps)), key=gaps.__getitem__)
     if gaps[worst] > tolerance:

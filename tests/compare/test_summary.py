@@ -27,12 +27,12 @@ def test_crossed_bootstrap_against_a_loop():
     # One seed: the same interval as the prompt bootstrap of paired differences.
     one = crossed_bootstrap(values[:1], samples=400, seed=5)
     assert one["ci_high"] - one["ci_low"] > 0
-    assert crossed_bootstrap(np.ones((3, 5)), samples=50)["ci_low"] == crossed_bootstrap(np.ones((3, 5)), samples=50)["ci_high"] == 1.0
+    assert crossed_bootstrap(np.ones((3, 5)), samples=50, seed=0)["ci_low"] == crossed_bootstrap(np.ones((3, 5)), samples=50, seed=0)["ci_high"] == 1.0
     # More seed-to-seed spread, wider interval (same prompts' spread).
     shifted = values + np.array([[-2.0], [0.0], [2.0]])
-    assert crossed_bootstrap(shifted, samples=400)["ci_high"] - crossed_bootstrap(shifted, samples=400)["ci_low"] > \
+    assert crossed_bootstrap(shifted, samples=400, seed=0)["ci_high"] - crossed_bootstrap(shifted, samples=400, seed=0)["ci_low"] > \
         got["ci_high"] - got["ci_low"]
-    assert paired_difference(values[0], values[0])["difference"] == 0.0
+    assert paired_difference(values[0], values[0], samples=100, seed=0)["difference"] == 0.0
 
 
 PROMPTS = pl.DataFrame({"set": ["heldout", "heldout", "xstest", "xstest"], "id": ["1", "2", "a", "b"],
@@ -76,7 +76,7 @@ def test_compare_runs_by_hand():
             run("dlma", 1, ["win", "tie", "tie", "win"], [0.5, 0.0, 0.0, 1.5], [False, False, False, True]),
             run("rlcd", 0, ["lose", "tie", "tie", "lose"], [0.0, 0.0, 0.0, 0.0], [False, False, False, False]),
             run("rlcd", 1, ["tie", "tie", "tie", "tie"], [-1.0, 0.0, 0.0, 0.0], [False, False, False, False])]
-    result = compare_runs(runs, ["dlma", "rlcd", "base"], [0, 1], samples=200)
+    result = compare_runs(runs, ["dlma", "rlcd", "base"], [0, 1], samples=200, seed=0)
     # dlma's signed verdicts: seed 0 (1, 1, 0, -1), seed 1 (1, 0, 0, 1): mean 3/8
     dlma = result["vs_base"]["dlma"]["rm"]
     assert dlma["net"]["all"]["mean"] == pytest.approx(3 / 8) and dlma["win"] == pytest.approx(4 / 8)
@@ -102,7 +102,7 @@ def test_compare_runs_by_hand():
     assert "| gone | skipped: x.jsonl not found |" in text
     # A judge that fails validity in one run is out of the headline, with the reason.
     runs[3] = run("rlcd", 1, ["tie"] * 4, [0.0] * 4, [False] * 4, informative=False)
-    result = compare_runs(runs, ["dlma", "rlcd", "base"], [0, 1], samples=50)
+    result = compare_runs(runs, ["dlma", "rlcd", "base"], [0, 1], samples=50, seed=0)
     assert result["headline"]["judges"] == [] and "labelled accuracy 0.5 < 0.55" in result["headline"]["none_because"]["rm"]
     assert "No headline" in render(result, name="cmp", minutes=None, model="tiny")
     # A method left out (it could not train) keeps its row, with the reason.
@@ -113,11 +113,11 @@ def test_compare_runs_by_hand():
 def test_compare_runs_refuses_mismatched_runs():
     runs = [run("dlma", 0, ["win"] * 4, [0.0] * 4, [False] * 4)]
     with pytest.raises(DlmaError, match=r"lacks runs \[\('dlma', 1\)\]"):
-        compare_runs(runs, ["dlma"], [0, 1])
+        compare_runs(runs, ["dlma"], [0, 1], samples=50, seed=0)
     other = run("dlma", 1, ["win"] * 4, [0.0] * 4, [False] * 4)
     runs.append(RunResult("dlma", 1, "x", other.samples.head(3), other.metrics))
     with pytest.raises(DlmaError, match="judged other prompts"):
-        compare_runs(runs, ["dlma"], [0, 1])
+        compare_runs(runs, ["dlma"], [0, 1], samples=50, seed=0)
 
 
 def test_method_params_as_dvc_set_params():
@@ -154,7 +154,7 @@ def test_true_reward_kl_budget_and_experiment_one_by_hand():
                            truth_rows(["p1", "p4"], [1.0, 0.0], [1.0, 1.0])),
             controlled_run("oracle", 0, [0.1, 0.2, 0.3, 0.4], base0, [0.5] * 4, 8, 2),
             controlled_run("oracle", 1, [0.0, 0.0, 0.5, 0.5], base1, [0.5] * 4, 7, 2)]
-    result = compare_runs(runs, ["dlma", "oracle", "base"], [0, 1], samples=200)
+    result = compare_runs(runs, ["dlma", "oracle", "base"], [0, 1], samples=200, seed=0)
     sentiment = result["true_reward"]["sentiment"]
     assert sentiment["base"]["all"]["mean"] == pytest.approx((1.0 + 1.0) / 8)
     assert sentiment["dlma"]["mean"]["all"]["mean"] == pytest.approx((2.0 + 1.8) / 8)
