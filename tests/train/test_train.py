@@ -203,3 +203,34 @@ def test_the_adapter_names_model_base_not_the_local_cache_path(project, tiny_mod
     config = json.loads((project / "models/dlma/adapter_config.json").read_text())
     assert config["base_model_name_or_path"] == "dlma-test/tiny"
     assert str(project) not in (project / "models/dlma/README.md").read_text()
+
+
+def test_gradient_accumulation_takes_the_same_step_as_the_whole_batch(base, tmp_path):
+    """The paper's line accumulates gradients (batch 64 by accumulation). compute_loss returns
+    the micro-batch's mean loss and the Trainer divides it by the accumulation steps (trl's
+    DPOTrainer says `loss_is_scaled_for_ga = False`): two micro-batches of 2 pairs must move
+    the weights exactly as one batch of 4 (plain SGD, one step). Were the loss left unscaled,
+    the step would be twice as long."""
+    import copy
+
+    from dlma.train.params import TrainParams
+    from dlma.train.run import train
+    from dlma.train.trainer import MarginDPOTrainer
+
+    assert MarginDPOTrainer.loss_is_scaled_for_ga is False  # the contract this test pins (trl private behaviour)
+    model, tokenizer = base
+    rows, _ = tokenise_preferences(preference_frame(model, tokenizer), tokenizer, PROMPTS, max_length=512)
+    common = {"max_steps": 1, "optimizer": "sgd", "learning_rate": 0.5, "warmup_steps": 0, "lora_dropout": 0.0,
+              "max_grad_norm": 1e9}
+
+    def adapter_after_one_step(batch_size: int, accumulation: int, folder: str) -> dict[str, torch.Tensor]:
+        params = shipped(TrainParams, "train", batch_size=batch_size, gradient_accumulation_steps=accumulation, **common)
+        trainer, _, _ = train(copy.deepcopy(model), tokenizer, copy.deepcopy(rows[:4]), params, tmp_path / folder,
+                              torch.device("cpu"))
+        return {n: p.detach().clone() for n, p in trainer.model.named_parameters() if "lora_B" in n}
+
+    whole = adapter_after_one_step(4, 1, "whole")
+    accumulated = adapter_after_one_step(2, 2, "accumulated")
+    assert max(w.abs().max().item() for w in whole.values()) > 1e-4  # the step moved the adapter
+    for name, weight in whole.items():
+        torch.testing.assert_close(accumulated[name], weight, rtol=1e-4, atol=1e-6)
