@@ -94,22 +94,24 @@ def test_evaluation_outputs(repo):
 
 
 ALL_MODEL_STAGES = {"model", "generate", "score", "train", "evaluate"}
-# One module of each step (and of the shared folders) -> the stages that run it.
+# One module of each step (and of the shared folders) -> the stages that run it. The human
+# stage reads evaluate's params, whose checks import the judge registry (and so most steps):
+# it reruns on their edits (a few seconds; it reruns on every repro anyway, always_changed).
 EDITS = {
     "dlma/core/io.py": ALL_STAGES,
-    "dlma/model.py": ALL_MODEL_STAGES | {"recover", "reward", "agreement", "truth"},
-    "dlma/lm/prompts.py": {"generate", "score", "train", "agreement", "evaluate", "reward", "truth"},
+    "dlma/model.py": ALL_MODEL_STAGES | {"recover", "reward", "agreement", "truth", "human"},
+    "dlma/lm/prompts.py": {"generate", "score", "train", "agreement", "evaluate", "reward", "truth", "human", "recover"},
     "dlma/data/loaders.py": {"sets", "prepare", "human", "agreement", "evaluate"},
-    "dlma/reward/run.py": {"reward", "agreement", "evaluate", "truth"},
-    "dlma/agreement/measure.py": {"agreement", "evaluate"},
-    "dlma/generate/sampling.py": {"generate", "evaluate"},
-    "dlma/generate/params.py": {"generate", "train", "evaluate"},
-    "dlma/score/contrastive.py": {"score", "agreement", "evaluate", "truth"},
-    "dlma/truth/sentiment.py": {"score", "agreement", "evaluate", "truth"},
+    "dlma/reward/run.py": {"reward", "agreement", "evaluate", "truth", "human"},
+    "dlma/agreement/measure.py": {"agreement", "evaluate", "human"},
+    "dlma/generate/sampling.py": {"generate", "evaluate", "train", "recover"},
+    "dlma/generate/params.py": {"generate", "train", "evaluate", "recover"},
+    "dlma/score/contrastive.py": {"score", "agreement", "evaluate", "truth", "human"},
+    "dlma/truth/sentiment.py": {"score", "agreement", "evaluate", "truth", "human"},
     "dlma/filter/preferences.py": {"filter"},
     "dlma/train/loss.py": {"train"},
     "dlma/tracking/store.py": {"train", "recover", "evaluate"},
-    "dlma/evaluate/report.py": {"evaluate"},
+    "dlma/evaluate/report.py": {"evaluate", "agreement", "human"},
     "stages/filter.py": {"filter"},
 }
 
