@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dlma.compare.methods import check_methods
 from dlma.core.config import build, read_params_file
 from dlma.core.errors import DlmaError
 
@@ -23,8 +24,6 @@ class CompareParams:
     presets: dict[str, dict[str, Any]]  # named comparisons (`dlma compare --preset NAME`): keys that replace these
 
     def __post_init__(self) -> None:
-        from dlma.compare.methods import check_methods
-
         check_methods(self.methods)
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise DlmaError(f"compare.seeds must be distinct and not empty, got {self.seeds}")

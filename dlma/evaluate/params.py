@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from dlma.core.errors import DlmaError
 from dlma.data.params import AgreementSet, PromptSet
+from dlma.evaluate.judges import JUDGES
 from dlma.lm.ab_judge import check_question
 
 
@@ -40,8 +41,6 @@ class EvaluateParams:
     prompt_sets: list[PromptSet]
 
     def __post_init__(self) -> None:
-        from dlma.evaluate.judges import JUDGES
-
         if self.tie_margin < 0:
             raise DlmaError(f"evaluate.tie_margin must be >= 0 (nats), got {self.tie_margin}")
         unknown = [j for j in self.judges if j not in JUDGES]

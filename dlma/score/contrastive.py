@@ -3,6 +3,8 @@ log-probs of a table of pairs that it needs (plus the reference log-probs, in on
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import polars as pl
 
@@ -15,7 +17,9 @@ from dlma.lm.prompts import (
     pairs_of,
     response_tokens,
 )
-from dlma.score.params import ScoreParams
+
+if TYPE_CHECKING:  # annotations only: params imports the labellers, which import this module
+    from dlma.score.params import ScoreParams
 
 
 def contrastive_score(

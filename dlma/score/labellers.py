@@ -11,7 +11,7 @@ A labeller may also write a boolean `labelled`: rows where it is False carry no 
 
 from __future__ import annotations
 
-from typing import Callable, Protocol
+from typing import TYPE_CHECKING, Callable, Protocol
 
 import numpy as np
 import polars as pl
@@ -20,8 +20,10 @@ from dlma.core.tables import require_table
 from dlma.lm.ab_judge import ab_judge
 from dlma.lm.prompts import PromptsParams, encode_contexts
 from dlma.score.contrastive import score_table, scored_responses, summed_logprobs
-from dlma.score.params import ScoreParams
 from dlma.truth import TRUE_REWARDS, TrueReward
+
+if TYPE_CHECKING:  # annotations only: params imports this registry to check score.labeller
+    from dlma.score.params import ScoreParams
 
 GENERATED_COLUMNS = ("id", "prompt", "response_pos", "response_neg")
 LABELLED_COLUMNS = ("score", "ref_logp_pos", "ref_logp_neg")

@@ -8,6 +8,7 @@ from typing import Literal
 from dlma.core.config import DTypeName
 from dlma.core.errors import DlmaError
 from dlma.lm.ab_judge import check_question
+from dlma.score.labellers import LABELLERS
 
 
 @dataclass(frozen=True)
@@ -23,8 +24,6 @@ class ScoreParams:
     ab_rule: Literal["average", "consistent"]  # how the A/B judge's two orders make a label (see labellers.rlaif)
 
     def __post_init__(self) -> None:
-        from dlma.score.labellers import LABELLERS
-
         if self.labeller not in LABELLERS:
             raise DlmaError(f"score.labeller: unknown labeller '{self.labeller}'; known labellers: {sorted(LABELLERS)}")
         check_question("score", self.judge_prompt, self.judge_tokens)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dlma.core.errors import DlmaError
+from dlma.truth import TRUE_REWARDS
 
 
 @dataclass(frozen=True)
@@ -15,8 +16,6 @@ class TruthParams:
     seed: int
 
     def __post_init__(self) -> None:
-        from dlma.truth import TRUE_REWARDS
-
         if self.reward and self.reward not in TRUE_REWARDS:
             raise DlmaError(f"truth.reward: unknown true reward '{self.reward}'; known: {sorted(TRUE_REWARDS)} (or \"\")")
         if self.folds == 1 or self.folds < 0:

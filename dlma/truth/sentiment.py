@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dlma.truth import TrueReward, register
+from dlma.truth.registry import TrueReward, register
 
 LABELLED_SAMPLE = Path(__file__).with_name("sentiment_labels.jsonl")
 THRESHOLD = 0.05  # VADER's documented neutral band

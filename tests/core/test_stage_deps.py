@@ -1,4 +1,5 @@
-"""Every module a stage can run is among its DVC deps: an edit to it reruns the stage.
+"""Every module a stage can run is among its DVC deps: an edit to it reruns the stage; and
+no module of dlma imports itself back through others (a registry never needs its users).
 
 The imports are read from the source (every `import dlma...` / `from dlma... import`, those
 inside functions included, and the packages' `__init__` files they run), followed to their
@@ -25,9 +26,22 @@ def module_file(name: str) -> Path | None:
     return None  # a name imported from a module (a function), or not ours
 
 
+def _runtime_nodes(tree: ast.AST):
+    """Every node, except those under `if TYPE_CHECKING:` (imports for annotations never run)."""
+    todo = [tree]
+    while todo:
+        node = todo.pop()
+        yield node
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.If) and isinstance(child.test, ast.Name) and child.test.id == "TYPE_CHECKING":
+                todo.extend(child.orelse)
+                continue
+            todo.append(child)
+
+
 def project_imports(path: Path) -> set[str]:
     names = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in _runtime_nodes(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             names |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
@@ -75,3 +89,39 @@ def test_the_closure_follows_lazy_imports(tmp_path):
     # it the agreement and reward code: the closure must reach them.
     files = {str(p.relative_to(REPO)) for p in import_closure(REPO / "dlma" / "evaluate" / "params.py")}
     assert {"dlma/evaluate/judges/__init__.py", "dlma/reward/run.py", "dlma/__init__.py"} <= files
+
+
+def test_no_import_cycles():
+    """Tarjan's strongly connected components of the module import graph (lazy imports
+    included): a cycle is a group of more than one module."""
+    graph = {path: {found for name in project_imports(path) if (found := module_file(name)) is not None}
+             for path in (REPO / "dlma").rglob("*.py")}
+    index: dict[Path, int] = {}
+    low: dict[Path, int] = {}
+    stack: list[Path] = []
+    cycles = []
+
+    def visit(node: Path) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for other in graph.get(node, ()):
+            if other not in index:
+                visit(other)
+                low[node] = min(low[node], low[other])
+            elif other in stack:
+                low[node] = min(low[node], index[other])
+        if low[node] == index[node]:
+            group = []
+            while True:
+                member = stack.pop()
+                group.append(member)
+                if member == node:
+                    break
+            if len(group) > 1:
+                cycles.append(sorted(str(p.relative_to(REPO)) for p in group))
+
+    for node in graph:
+        if node not in index:
+            visit(node)
+    assert not cycles, f"import cycles: {cycles}"
+    assert len(graph) > 80  # the walk saw the package
