@@ -24,7 +24,8 @@ from dlma.data.loaders import load_records
 from dlma.data.prepare import prepare_prompts
 from dlma.generate.params import GenerateParams
 from dlma.generate.sampling import sample_responses
-from dlma.lm.prompts import PromptsParams, encode_contexts
+from dlma.lm.params import PromptsParams
+from dlma.lm.prompts import encode_contexts
 from dlma.model import load_causal_lm, load_tokenizer, resolve_model
 from dlma.score.contrastive import score_table
 from dlma.score.params import ScoreParams

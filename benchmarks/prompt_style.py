@@ -33,7 +33,8 @@ from dlma.data.loaders import load_records
 from dlma.evaluate.stats import accuracy_summary, paired_difference
 from dlma.generate.params import GenerateParams
 from dlma.generate.sampling import row_seed, sample_responses
-from dlma.lm.prompts import PromptsParams, encode_contexts, pairs_of
+from dlma.lm.params import PromptsParams
+from dlma.lm.prompts import encode_contexts, pairs_of
 from dlma.model import ModelParams, load_for_stage
 from dlma.score.contrastive import score_table
 from dlma.score.params import ScoreParams

@@ -31,7 +31,8 @@ from dlma.data.prepare import prepare_prompts  # noqa: E402
 from dlma.evaluate.stats import accuracy_summary, paired_difference  # noqa: E402
 from dlma.generate.params import GenerateParams  # noqa: E402
 from dlma.generate.sampling import row_seed, sample_responses  # noqa: E402
-from dlma.lm.prompts import PromptPair, PromptsParams, encode_contexts  # noqa: E402
+from dlma.lm.params import PromptPair, PromptsParams  # noqa: E402
+from dlma.lm.prompts import encode_contexts
 from dlma.model import ModelParams, load_causal_lm, load_tokenizer, resolve_model  # noqa: E402
 from dlma.truth import true_reward  # noqa: E402
 

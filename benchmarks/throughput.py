@@ -60,7 +60,8 @@ from dlma.generate import sampling  # noqa: E402
 from dlma.generate.params import GenerateParams  # noqa: E402
 from dlma.generate.sampling import row_seed, sample_responses  # noqa: E402
 from dlma.lm.logprobs import pad_pairs, response_logprobs  # noqa: E402
-from dlma.lm.prompts import PromptsParams, encode_contexts, pairs_of  # noqa: E402
+from dlma.lm.params import PromptsParams  # noqa: E402
+from dlma.lm.prompts import encode_contexts, pairs_of
 from dlma.model import (  # noqa: E402
     ModelParams,
     load_causal_lm,

@@ -22,7 +22,7 @@ from dlma.core.stage import stage_entry
 from dlma.generate.pairs import generate_pairs, human_pairs
 from dlma.generate.params import GenerateParams
 from dlma.generate.vllm_engine import sample_with_vllm
-from dlma.lm.prompts import PromptsParams
+from dlma.lm.params import PromptsParams
 from dlma.model import ModelParams, checked_model, load_checked, load_tokenizer, stage_dtype
 
 log = logging.getLogger(__name__)

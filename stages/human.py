@@ -21,7 +21,8 @@ from dlma.core.errors import DlmaError
 from dlma.core.io import write_json, write_parquet
 from dlma.core.paths import looks_like_path, resolve_source
 from dlma.core.stage import stage_entry
-from dlma.data.human import HumanParams, empty_pairs, split_human_pairs
+from dlma.data.human import empty_pairs, split_human_pairs
+from dlma.data.params import HumanParams
 from dlma.data.loaders import load_records
 from dlma.evaluate.params import EvaluateParams
 from dlma.evaluate.sets import evaluation_prompts

@@ -18,7 +18,7 @@ import typer
 from dlma.core.config import load_section
 from dlma.core.io import write_json, write_parquet
 from dlma.core.stage import stage_entry
-from dlma.lm.prompts import PromptsParams
+from dlma.lm.params import PromptsParams
 from dlma.model import ModelParams, load_checked, stage_dtype
 from dlma.score.labellers import check_generated, label
 from dlma.score.params import ScoreParams

@@ -29,7 +29,7 @@ from dlma.core.parallel import is_main_process
 from dlma.core.paths import repository_root
 from dlma.core.stage import stage_entry
 from dlma.generate.params import GenerateParams
-from dlma.lm.prompts import PromptsParams
+from dlma.lm.params import PromptsParams
 from dlma.model import MODEL_CARD, ModelParams, load_checked, resolve_device, stage_dtype
 from dlma.tracking import store
 from dlma.tracking.params import TrackingParams

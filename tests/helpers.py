@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from dlma.core.config import load_section
-from dlma.lm.prompts import PromptsParams
+from dlma.lm.params import PromptsParams
 
 REPO = Path(__file__).resolve().parents[1]
 

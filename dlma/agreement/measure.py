@@ -22,7 +22,8 @@ from dlma.evaluate.params import EvaluateParams
 from dlma.evaluate.sets import agreement_sets
 from dlma.evaluate.stats import accuracy_summary, paired_difference
 from dlma.lm.ab_judge import ab_judge
-from dlma.lm.prompts import PromptsParams, pairs_of
+from dlma.lm.params import PromptsParams
+from dlma.lm.prompts import pairs_of
 from dlma.score.contrastive import score_table
 from dlma.score.labellers import two_order_labels
 from dlma.score.params import ScoreParams

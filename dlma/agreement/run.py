@@ -23,7 +23,7 @@ from dlma.core.errors import DlmaError
 from dlma.core.io import write_json, write_parquet
 from dlma.evaluate.params import EvaluateParams, check_set_pairs
 from dlma.evaluate.sets import read_identities
-from dlma.lm.prompts import PromptsParams
+from dlma.lm.params import PromptsParams
 from dlma.model import ModelParams, load_checked, stage_dtype
 from dlma.score.params import ScoreParams
 

@@ -16,25 +16,11 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 from dlma.core.config import load_section
 from dlma.core.errors import DlmaError
-
-
-@dataclass(frozen=True)
-class RunParams:
-    processes: int
-    launcher: Literal["torchrun", "accelerate"]
-    accelerate_config: str
-
-    def __post_init__(self) -> None:
-        if self.processes < 1:
-            raise DlmaError(f"run.processes must be >= 1, got {self.processes}")
-        if self.accelerate_config and self.launcher != "accelerate":
-            raise DlmaError("run.accelerate_config is set but run.launcher is not accelerate")
+from dlma.core.params import RunParams
 
 
 def command(params: RunParams, module: str, args: list[str]) -> list[str]:

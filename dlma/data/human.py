@@ -10,36 +10,13 @@ on which the reward model's accuracy is measured.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
-from typing import Literal
-
 import polars as pl
 
 from dlma.core.errors import DlmaError
-from dlma.data.params import SourceFormat, _check_columns
+from dlma.data.params import HumanParams
 
 HUMAN_COLUMNS = ("id", "prompt", "category", "pair", "chosen", "rejected")
 HUMAN_SCHEMA = {name: pl.String for name in HUMAN_COLUMNS}
-
-
-@dataclass(frozen=True)
-class HumanParams:
-    source: str
-    format: SourceFormat
-    columns: dict[str, str]
-    pku_label: Literal["safer", "better"]
-    pair: str
-    limit: int | None
-    holdout_fraction: float
-    seed: int
-    optional: bool
-
-    def __post_init__(self) -> None:
-        _check_columns("human", self.columns)
-        if not 0.0 < self.holdout_fraction < 1.0:
-            raise DlmaError(f"human.holdout_fraction must be in (0, 1), got {self.holdout_fraction}")
-        if self.limit is not None and self.limit < 2:
-            raise DlmaError(f"human.limit must be >= 2 (a training and a held-out pair) or null, got {self.limit}")
 
 
 def empty_pairs() -> pl.DataFrame:

@@ -65,3 +65,25 @@ class PromptSet(EvalSetSpec):
     """An extra prompt set; `kind` labels its prompts harmful / safe, or `mixed` (by category)."""
 
     kind: Literal["mixed", "harmful", "safe"]
+
+
+@dataclass(frozen=True)
+class HumanParams:
+    """The `human` section: human-labelled pairs for dpo_human and the reward model."""
+
+    source: str
+    format: SourceFormat
+    columns: dict[str, str]
+    pku_label: Literal["safer", "better"]
+    pair: str
+    limit: int | None
+    holdout_fraction: float
+    seed: int
+    optional: bool
+
+    def __post_init__(self) -> None:
+        _check_columns("human", self.columns)
+        if not 0.0 < self.holdout_fraction < 1.0:
+            raise DlmaError(f"human.holdout_fraction must be in (0, 1), got {self.holdout_fraction}")
+        if self.limit is not None and self.limit < 2:
+            raise DlmaError(f"human.limit must be >= 2 (a training and a held-out pair) or null, got {self.limit}")

@@ -6,7 +6,8 @@ import numpy as np
 
 from dlma.evaluate.stats import distinct_n, perplexity
 from dlma.lm.logprobs import response_logprobs
-from dlma.lm.prompts import PromptsParams, encode_contexts, encode_response
+from dlma.lm.params import PromptsParams
+from dlma.lm.prompts import encode_contexts, encode_response
 
 
 def answer_logps(model, tokenizer, prompts: PromptsParams, queries, answers, *, batch_size: int) -> tuple[np.ndarray, np.ndarray]:

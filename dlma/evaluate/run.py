@@ -32,7 +32,8 @@ from dlma.generate.pairs import within_prompt_limit
 from dlma.generate.params import GenerateParams
 from dlma.generate.sampling import Sample, row_seed, sample_responses
 from dlma.lm.logprobs import response_logprobs
-from dlma.lm.prompts import PromptsParams, encode_contexts, response_tokens
+from dlma.lm.params import PromptsParams
+from dlma.lm.prompts import encode_contexts, response_tokens
 from dlma.model import (
     ModelParams,
     load_aligned,

@@ -15,7 +15,8 @@ from dlma.data.loaders import load_records
 from dlma.data.params import AgreementSet, PromptSet
 from dlma.data.sets import locate
 from dlma.evaluate.params import EvaluateParams
-from dlma.lm.prompts import PromptsParams, pairs_of
+from dlma.lm.params import PromptsParams
+from dlma.lm.prompts import pairs_of
 
 log = logging.getLogger(__name__)
 HARMFUL_CATEGORIES = {"harmful", "unsafe"}

@@ -10,7 +10,8 @@ import polars as pl
 from dlma.core.errors import DlmaError
 from dlma.generate.params import GenerateParams
 from dlma.generate.sampling import Sample, row_seed, sample_responses
-from dlma.lm.prompts import PromptsParams, encode_contexts, pairs_of
+from dlma.lm.params import PromptsParams
+from dlma.lm.prompts import encode_contexts, pairs_of
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,8 @@ from tqdm.auto import tqdm
 from dlma.core.errors import DlmaError
 from dlma.core.parallel import is_main_process, map_batches, rows_of_this_process
 from dlma.lm.logprobs import left_pad
-from dlma.lm.prompts import bare_messages, bare_uses_chat, check_template, encode_chat, encode_text
+from dlma.lm.params import check_template
+from dlma.lm.prompts import bare_messages, bare_uses_chat, encode_chat, encode_text
 
 
 def check_question(section: str, template: str, tokens: list[str]) -> None:

@@ -10,13 +10,8 @@ import polars as pl
 
 from dlma.core.errors import DlmaError
 from dlma.lm.logprobs import response_logprobs
-from dlma.lm.prompts import (
-    PromptsParams,
-    encode_contexts,
-    encode_response,
-    pairs_of,
-    response_tokens,
-)
+from dlma.lm.params import PromptsParams
+from dlma.lm.prompts import encode_contexts, encode_response, pairs_of, response_tokens
 
 if TYPE_CHECKING:  # annotations only: params imports the labellers, which import this module
     from dlma.score.params import ScoreParams

@@ -18,7 +18,8 @@ import polars as pl
 
 from dlma.core.tables import require_table
 from dlma.lm.ab_judge import ab_judge
-from dlma.lm.prompts import PromptsParams, encode_contexts
+from dlma.lm.params import PromptsParams
+from dlma.lm.prompts import encode_contexts
 from dlma.score.contrastive import score_table, scored_responses, summed_logprobs
 from dlma.truth import TRUE_REWARDS, TrueReward
 

@@ -10,7 +10,8 @@ import polars as pl
 from dlma.core.errors import DlmaError
 from dlma.core.tables import require_table
 from dlma.lm.logprobs import response_logprobs
-from dlma.lm.prompts import PromptsParams, encode_contexts, encode_response
+from dlma.lm.params import PromptsParams
+from dlma.lm.prompts import encode_contexts, encode_response
 
 log = logging.getLogger(__name__)
 

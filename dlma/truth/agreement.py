@@ -29,7 +29,7 @@ import polars as pl
 
 from dlma.evaluate.stats import accuracy_summary, paired_difference
 from dlma.lm.ab_judge import ab_judge
-from dlma.lm.prompts import PromptsParams
+from dlma.lm.params import PromptsParams
 from dlma.reward.params import RewardParams
 from dlma.score.labellers import two_order_labels
 from dlma.score.params import ScoreParams

@@ -9,7 +9,7 @@ from dlma.core.config import load_section
 from dlma.core.errors import DlmaError
 from dlma.filter.params import FilterParams
 from dlma.generate.params import GenerateParams
-from dlma.lm.prompts import PromptsParams
+from dlma.lm.params import PromptsParams
 
 REPO_PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"
 
@@ -81,9 +81,9 @@ def test_a_float_written_by_dvc_in_exponent_form_is_a_float(tmp_path):
         load_section(TrainParams, "train", write(tmp_path, data))
 
 
-SECTIONS = {"run": "dlma.core.launch:RunParams", "model": "dlma.model:ModelParams", "data": "dlma.data.params:DataParams",
-            "prompts": "dlma.lm.prompts:PromptsParams", "generate": "dlma.generate.params:GenerateParams",
-            "score": "dlma.score.params:ScoreParams", "human": "dlma.data.human:HumanParams", "reward": "dlma.reward.params:RewardParams",
+SECTIONS = {"run": "dlma.core.params:RunParams", "model": "dlma.model:ModelParams", "data": "dlma.data.params:DataParams",
+            "prompts": "dlma.lm.params:PromptsParams", "generate": "dlma.generate.params:GenerateParams",
+            "score": "dlma.score.params:ScoreParams", "human": "dlma.data.params:HumanParams", "reward": "dlma.reward.params:RewardParams",
             "filter": "dlma.filter.params:FilterParams", "train": "dlma.train.params:TrainParams",
             "tracking": "dlma.tracking.params:TrackingParams", "evaluate": "dlma.evaluate.params:EvaluateParams",
             "truth": "dlma.truth.params:TruthParams"}

@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 
 from dlma.cli import app
 from dlma.core.errors import DlmaError
-from dlma.core.launch import RunParams, command
+from dlma.core.launch import command
+from dlma.core.params import RunParams
 from tests.helpers import REPO
 
 

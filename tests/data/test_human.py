@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 
 from dlma.cli import app
 from dlma.core.errors import DlmaError
-from dlma.data.human import HumanParams, shuffle_key, split_human_pairs
+from dlma.data.human import shuffle_key, split_human_pairs
+from dlma.data.params import HumanParams
 from dlma.data.loaders import load_records
 from tests.helpers import REPO, shipped
 

@@ -89,7 +89,7 @@ def test_a_missing_or_broken_vllm_environment_says_how_to_make_one(tiny_lm, tiny
 @pytest.mark.skipif(not os.environ.get("DLMA_VLLM_PYTHON"), reason="needs a vLLM environment (DLMA_VLLM_PYTHON)")
 def test_vllm_samples_do_not_depend_on_the_batch():
     # The default model: vLLM's CPU attention has no kernel for the tiny model's 8-wide heads.
-    from dlma.lm.prompts import PromptsParams
+    from dlma.lm.params import PromptsParams
     from dlma.model import ModelParams, load_tokenizer, resolve_model
 
     path = resolve_model(shipped(ModelParams, "model").base).path

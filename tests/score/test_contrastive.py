@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from dlma.lm.prompts import PromptsParams, context_text, encode_response
+from dlma.lm.params import PromptsParams
+from dlma.lm.prompts import context_text, encode_response
 from dlma.score.contrastive import contrastive_score, score_table
 from dlma.score.params import ScoreParams
 from tests.helpers import reference_logprob, shipped
