@@ -177,12 +177,27 @@ def experiment_two_lines(result: dict, defaults: dict) -> list[str]:
     return lines + [""]
 
 
+def margin_rows(rows: list[dict], roles: dict[str, list[str]]) -> list[dict]:
+    """The margin presets' rows, plus the frontier's dlma and rlcd rows at the same beta and
+    seeds: w = 0.2 (dlma's default) and w = 0 (RLCD) are the same training there, so the
+    margin preset does not run them twice. Those rows name the preset they come from."""
+    own = [r for r in rows if r["preset"] in roles["margin"]]
+    settings = {(r["beta"], r["seed"]) for r in own if r["method"] != "base"}
+    weights = {r["w"] for r in own if r["method"] != "base"}
+    borrowed = [r | {"method": f"{r['method']} (from {r['preset']})"} for r in rows
+                if r["preset"] in roles["frontier"] and r["method"] in ("dlma", "rlcd") and (r["beta"], r["seed"]) in settings
+                and r["w"] not in weights]
+    return own + borrowed
+
+
 def frontier_lines(rows: list[dict], presets: list[str], key: str, header: str, missing: str) -> list[str]:
     pooled = [r for r in rows if r["preset"] in presets and r["seed"] == "all"]
     if not pooled:
         return [f"Not run yet: `dlma compare --preset {missing}`.", ""]
     lines = [f"| method | {header} | pairs | steps | true reward | gain over base | KL (nats) |", "|---|---|---|---|---|---|---|"]
-    for r in sorted(pooled, key=lambda r: (r["method"] != "base", r["method"], r.get(key) or 0)):
+    order = (lambda r: (r["method"] != "base", r.get(key) or 0)) if key == "w" else \
+        (lambda r: (r["method"] != "base", r["method"], r.get(key) or 0))
+    for r in sorted(pooled, key=order):
         if r["method"] == "base":
             lines.append(f"| base | | | | {_ci(r['true_reward'])} | | 0 |")
             continue
@@ -225,7 +240,8 @@ def write_study(study: Path, *, model: str, defaults: dict | None = None) -> lis
         lines += [f"![frontier](figures/{figure.name})", ""]
     lines += frontier_lines(rows, roles["frontier"], "beta", "beta", "frontier")
     lines += ["## The margin weight w at the paper's beta (w = 0 is RLCD: plain DPO on the same pairs)", ""]
-    lines += frontier_lines(rows, roles["margin"], "w", "w", "margin")
+    lines += frontier_lines(margin_rows(rows, roles) if roles["margin"] else [], roles["margin"] + roles["frontier"], "w", "w",
+                            "margin")
     out_md = study.parent / f"{study.name}.md"
     with atomic_path(out_md) as tmp:
         tmp.write_text("\n".join(lines) + "\n")

@@ -184,3 +184,25 @@ def test_cluster_bootstrap_resamples_whole_prompts():
     assert result["mean"] == 0.5 and result["n"] == 4 and result["clusters"] == 2
     # Two clusters only: every resample is all-a (1), all-b (0) or one of each (0.5).
     assert result["ci_low"] == 0.0 and result["ci_high"] == 1.0
+
+
+def test_the_margin_table_takes_w_0_and_the_default_from_the_frontier():
+    from dlma.compare.study import frontier_lines, margin_rows
+
+    def row(preset, method, beta, w, seed="all", mean=0.1):
+        entry = {"mean": mean, "ci_low": mean - 0.05, "ci_high": mean + 0.05}
+        return {"preset": preset, "method": method, "beta": beta, "w": w, "seed": seed, "pairs": [8], "steps": [2],
+                "true_reward": entry, "gain": entry, "kl": entry}
+
+    rows = [row("margin", "base", None, None), row("margin", "dlma", 0.1, 0.5), row("margin", "dlma", 0.1, 1.0),
+            row("frontier", "base", None, None), row("frontier", "dlma", 0.1, 0.2), row("frontier", "rlcd", 0.1, 0.0),
+            row("frontier", "dlma", 0.3, 0.2), row("frontier", "oracle", 0.1, 0.0), row("frontier", "dlma", 0.1, 0.2, seed=0)]
+    roles = {"experiments": [], "frontier": ["frontier"], "margin": ["margin"]}
+    picked = margin_rows(rows, roles)
+    # its own rows, and from the frontier only dlma / rlcd at the margin preset's beta and seeds (pooled)
+    assert [(r["method"], r["w"]) for r in picked if r["preset"] == "frontier"] == [("dlma (from frontier)", 0.2),
+                                                                                   ("rlcd (from frontier)", 0.0)]
+    table = frontier_lines(picked, ["margin", "frontier"], "w", "w", "margin")
+    ws = [line.split(" | ")[1] for line in table[3:] if line.startswith("|")]
+    assert ws == ["0.0", "0.2", "0.5", "1.0"]  # sorted by w, the base model first
+    assert table[2].startswith("| base |") and sum(line.startswith("| base |") for line in table) == 1
