@@ -94,7 +94,7 @@ def main(
         return
     experiment_id = store.configure(tracking_params, root)
     with store.start_version_run(experiment_id, version, f"dlma-{version[:8]}", {"dlma.stage": "train", **store.run_tags(root, tracking_params.group)}) as run:
-        mlflow.log_params({k: str(v)[:500] for k, v in flatten(read_params_file(params_file)).items()})
+        store.log_run_params(run.info.run_id, {k: str(v)[:500] for k, v in flatten(read_params_file(params_file)).items()})
         mlflow.log_input(mlflow.data.from_polars(frame.select("id", "prompt", "chosen", "rejected", "margin"),
                                                  source=str(preferences), name="preferences"), context="training")
         trainer, summary, timings = train(model, tokenizer, rows, params, checkpoints / version, device)

@@ -91,6 +91,23 @@ def start_version_run(experiment_id: str, version: str, run_name: str, tags: dic
     )
 
 
+def log_run_params(run_id: str, params: dict[str, str]) -> None:
+    """Log the params into the (active) run. A resumed run (a killed stage run again) has
+    them already, and MLflow refuses to change a logged param: log the new keys only, keep
+    the values the run started with, and name the keys whose values differ in a tag and the
+    log. Those can only be params outside the pipeline version (a changed training param
+    is another version, so another run), e.g. the `compare` or `evaluate` sections."""
+    import mlflow
+
+    logged = mlflow.MlflowClient().get_run(run_id).data.params
+    changed = sorted(key for key, value in params.items() if key in logged and logged[key] != value)
+    if changed:
+        log.warning("resumed MLflow run %s keeps the params it started with; changed since, outside the pipeline version: %s",
+                    run_id, ", ".join(changed))
+        mlflow.set_tag("dlma.params_changed_on_resume", ",".join(changed)[:5000])
+    mlflow.log_params({key: value for key, value in params.items() if key not in logged})
+
+
 def replace_version_runs(experiment_id: str, version: str, keep_run_id: str) -> None:
     """After `keep_run_id` has finished: delete every other run of the version, and their
     registered model versions (the registry must not list a model of a deleted run)."""
