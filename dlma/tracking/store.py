@@ -24,7 +24,29 @@ VERSION_TAG = "dlma.version"
 
 
 def tracking_uri(params: TrackingParams, root: Path) -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or params.uri or f"sqlite:///{root / 'mlflow.db'}"
+    """The store's URI. A relative SQLite path (`sqlite:///mlflow.db`) means the one at the
+    repository root, as the default does: under `dvc exp run --temp` the working directory
+    is a copy that DVC deletes afterwards, with every run written into it."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or params.uri or f"sqlite:///{root / 'mlflow.db'}"
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri.startswith(prefix + "/") and not uri.startswith(prefix + ":memory:"):
+        uri = f"{prefix}{(root / uri[len(prefix):]).resolve()}"
+    return uri
+
+
+def _store_lock(uri: str, root: Path):
+    """A lock held while the store is created or its experiment looked up: two queued
+    experiments starting at once on a repository with no store yet both ran MLflow's schema
+    migration, and one failed (`index index_params_run_uuid already exists`)."""
+    import contextlib
+
+    from filelock import FileLock
+
+    if not uri.startswith("sqlite:///"):
+        return contextlib.nullcontext()  # a server or another database serialises itself
+    database = Path(uri[len("sqlite:///"):])
+    database.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(database) + ".lock", timeout=600)
 
 
 def configure(params: TrackingParams, root: Path | None = None) -> str:
@@ -44,11 +66,12 @@ def configure(params: TrackingParams, root: Path | None = None) -> str:
             os.environ.pop(name, None)
         else:
             os.environ[name] = value
-    experiment = mlflow.get_experiment_by_name(params.experiment)
-    if experiment is None:
-        location = (root / "mlartifacts").as_uri() if uri.startswith("sqlite:") else None
-        return mlflow.create_experiment(params.experiment, artifact_location=location)
-    return experiment.experiment_id
+    with _store_lock(uri, root):
+        experiment = mlflow.get_experiment_by_name(params.experiment)
+        if experiment is None:
+            location = (root / "mlartifacts").as_uri() if uri.startswith("sqlite:") else None
+            return mlflow.create_experiment(params.experiment, artifact_location=location)
+        return experiment.experiment_id
 
 
 def version_id(parts: dict) -> str:
