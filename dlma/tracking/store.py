@@ -34,7 +34,7 @@ def tracking_uri(params: TrackingParams, root: Path) -> str:
     return uri
 
 
-def _store_lock(uri: str, root: Path):
+def _store_lock(uri: str):
     """A lock held while the store is created or its experiment looked up: two queued
     experiments starting at once on a repository with no store yet both ran MLflow's schema
     migration, and one failed (`index index_params_run_uuid already exists`)."""
@@ -66,7 +66,7 @@ def configure(params: TrackingParams, root: Path | None = None) -> str:
             os.environ.pop(name, None)
         else:
             os.environ[name] = value
-    with _store_lock(uri, root):
+    with _store_lock(uri):
         experiment = mlflow.get_experiment_by_name(params.experiment)
         if experiment is None:
             location = (root / "mlartifacts").as_uri() if uri.startswith("sqlite:") else None
