@@ -9,6 +9,7 @@ from __future__ import annotations
 import typer
 
 from dlma.compare import command as compare_command
+from dlma.export import command as export_command
 from stages import (
     agreement,
     evaluate,
@@ -20,6 +21,7 @@ from stages import (
     reward,
     score,
     sets,
+    sources,
     train,
     truth,
 )
@@ -28,7 +30,7 @@ from stages import filter as filter_stage
 app = typer.Typer(
     help=(
         "DLMA: align a language model without human labels. The pipeline is "
-        "model -> prepare -> generate -> score -> filter -> train -> evaluate (with sets, human -> reward for the "
+        "model, sources -> prepare -> generate -> score -> filter -> train -> evaluate (with sets, human -> reward for the "
         "reward-model judge, agreement: every labeller against human labels, and truth: every labeller against the "
         "true reward of a controlled objective); run it all with `dvc repro`, "
         "or one stage at a time with these commands (paths as in dvc.yaml)."
@@ -37,6 +39,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.command("model")(model.main)
+app.command("sources")(sources.main)
 app.command("prepare")(prepare.main)
 app.command("generate")(generate.main)
 app.command("score")(score.main)
@@ -50,6 +53,7 @@ app.command("evaluate")(evaluate.main)
 app.command("human")(human.main)
 app.command("reward")(reward.main)
 app.command("compare")(compare_command.main)
+app.command("export")(export_command.main)
 
 
 def main() -> None:

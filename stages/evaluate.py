@@ -61,7 +61,7 @@ def main(
     write_outputs(evaluation, inputs, outputs)  # the main process writes (dlma.core.io)
     if not is_main_process():  # in a multi-process run only the main process logs
         return
-    run_id = log_evaluation(evaluation, outputs, config.tracking)
+    run_id = log_evaluation(evaluation, outputs, config, inputs)
     log.info("evaluation logged to MLflow run %s", run_id)
     log.info("win rates: %s; perplexity: %s", evaluation.metrics["win_rate"], evaluation.metrics["perplexity"])
 

@@ -1,7 +1,8 @@
 """Stage `human`: the human-labelled pairs (`human` params) split into training and
-held-out parts, without any pair whose prompt an evaluation set judges.
+held-out parts, without any pair whose prompt evaluate judges (an evaluation set's, or one
+of the pipeline's held-out prompts).
 
-    python -m stages.human --train data/human_train.parquet --holdout data/human_holdout.parquet --report reports/human.json
+    python -m stages.human --eval-prompts data/prompts_eval.parquet --train data/human_train.parquet --holdout data/human_holdout.parquet --report reports/human.json
 
 The `dpo_human` method trains on the training part (generate.pairs_from: human) and the
 `reward` stage fits its reward model on it and measures it on the held-out part. A
@@ -14,6 +15,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import polars as pl
 import typer
 
 from dlma.core.config import load_section
@@ -32,6 +34,7 @@ log = logging.getLogger(__name__)
 
 @stage_entry
 def main(
+    eval_prompts: Path = typer.Option(..., help="input: the pipeline's held-out evaluation prompts (their pairs are removed)"),
     train: Path = typer.Option(..., help="output: human-labelled training pairs (Parquet)"),
     holdout: Path = typer.Option(..., help="output: held-out human-labelled pairs (Parquet)"),
     report: Path = typer.Option(..., help="output: counts and skips (JSON metrics)"),
@@ -50,9 +53,12 @@ def main(
         write_json({"skipped": reason, "train_pairs": 0, "holdout_pairs": 0}, report)
         return
     frame, loaded = load_records(source, format=params.format, columns=params.columns, pku_label=params.pku_label,
-                                 hint="human.columns")
+                                 hint="human.columns", source_key="human.source")
     exclude = evaluation_prompts(load_section(EvaluateParams, "evaluate", params_file))
-    train_pairs, holdout_pairs, summary = split_human_pairs(frame, exclude, params, params.source)
+    if not eval_prompts.is_file():
+        raise DlmaError(f"evaluation prompts '{eval_prompts}' do not exist; run the prepare stage first")
+    heldout = set(pl.read_parquet(eval_prompts, columns=["prompt"])["prompt"].to_list())
+    train_pairs, holdout_pairs, summary = split_human_pairs(frame, exclude, params, params.source, heldout_prompts=heldout)
     summary["skipped"] |= loaded.skipped
     summary["rows_read"] = loaded.rows_read
     write_parquet(train_pairs, train)

@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 def main(
     model: Path = typer.Option(..., help="input: the trained model directory (its card names the version)"),
     out: Path = typer.Option(..., help="output: what was cleared (JSON)"),
-    checkpoints: Path = typer.Option(Path("models/checkpoints"), help="where resumable checkpoints live"),
+    checkpoints: Path = typer.Option(..., help="where resumable checkpoints live (one folder per pipeline version)"),
     params_file: Path = typer.Option(Path("params.yaml"), "--params", help="params file"),
 ) -> None:
     """Delete the unfinished run and checkpoints of a version whose model is in place."""

@@ -1,4 +1,5 @@
-"""Stage `sets`: locate every evaluation set named in params and record its content hash.
+"""Stage `sets`: locate every evaluation set named in params and record its content hash (and
+those of the judge models named in `evaluate.reward_model` / `judge_model`).
 
     python -m stages.sets --out data/eval_sets.json
 
@@ -14,9 +15,12 @@ from pathlib import Path
 
 import typer
 
+from dlma.core.config import read_params_file
 from dlma.core.io import write_json
+from dlma.core.paths import pipeline_path, repository_root
 from dlma.core.stage import stage_entry
 from dlma.data.sets import EvalSets, identity
+from dlma.model import judge_model_identity
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +32,14 @@ def main(
 ) -> None:
     """Locate the evaluation sets and record their content hashes."""
     found = identity(EvalSets.load(params_file))
+    # The judge models evaluate and agreement load from outside the pipeline: an external
+    # folder edited in place must rerun them, as an edited set does.
+    section = read_params_file(params_file).get("evaluate") or {}
+    own = repository_root() / pipeline_path("reward_dir")
+    for key in ("reward_model", "judge_model"):
+        found[f"models/{key}"] = judge_model_identity(str(section.get(key) or ""), own)
     write_json(found, out)
-    log.info("evaluation sets: %s", {name: entry.get("skipped", "ok") for name, entry in found.items()})
+    log.info("evaluation sets and judge models: %s", {name: entry.get("skipped", "ok") for name, entry in found.items()})
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Stage `train`: DLMA margin-DPO of the base model on the preference pairs.
 
     python -m stages.train --preferences data/preferences.parquet --model-id data/model.json \
-        --out models/dlma --report reports/train.json --curve reports/plots/train.csv
+        --out models/dlma --checkpoints models/checkpoints --report reports/train.json --curve reports/plots/train.csv
 
 Under `run.processes` > 1 it trains data-parallel (DDP through the Trainer); the global
 batch is processes x train.batch_size x gradient_accumulation_steps.
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -41,7 +42,7 @@ from dlma.train.data import (
     tokenise_preferences,
 )
 from dlma.train.params import TrainParams
-from dlma.train.run import curve_rows, final_metrics, save_model, train
+from dlma.train.run import check_lora_targets, curve_rows, final_metrics, save_model, train
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ def main(
     out: Path = typer.Option(..., help="output: the trained adapter (or model) directory"),
     report: Path = typer.Option(..., help="output: final training metrics (JSON)"),
     curve: Path = typer.Option(..., help="output: per-step training curve (CSV)"),
-    checkpoints: Path = typer.Option(Path("models/checkpoints"), help="where resumable checkpoints live"),
+    checkpoints: Path = typer.Option(..., help="where resumable checkpoints live (one folder per pipeline version)"),
     params_file: Path = typer.Option(Path("params.yaml"), "--params", help="params file"),
 ) -> None:
     """Train the base model with the DLMA loss and log the run and model to MLflow."""
@@ -70,6 +71,7 @@ def main(
     numerics = stage_dtype(model_params, "train.dtype", params.dtype)
     params = dataclasses.replace(params, dtype=numerics.name)  # `auto` resolved: the trainer sees what runs
     model, tokenizer, resolved = load_checked(model_params, model_id, stage_dtype(model_params, "train (master weights)", "float32"), "eager")
+    check_lora_targets(model, params)
     rows, data_report = tokenise_preferences(frame, tokenizer, prompt_params, max_length=params.max_length)
     if not has_reference:
         log.info("no reference log-probs in %s: computing them once, before training", preferences)
@@ -82,8 +84,11 @@ def main(
     version = store.version_id({"model": resolved.sha256, "preferences": file_sha256(preferences),
                                 "train": params.__dict__, "bare": [prompt_params.bare, prompt_params.bare_tag]})
     device = resolve_device(model_params.device)
+    # What `dlma export` and the served model need to know: how prompts were formatted, how the
+    # pipeline sampled, and what the model was trained on (the training data's digest) and how.
     card = {"base": model_params.base, "base_sha256": resolved.sha256, "peft": params.peft, "bare": prompt_params.bare,
-            "bare_tag": prompt_params.bare_tag, "version": version, "generate": dataclasses.asdict(generate_params)}
+            "bare_tag": prompt_params.bare_tag, "version": version, "generate": dataclasses.asdict(generate_params),
+            "train": dataclasses.asdict(params), "preferences_sha256": file_sha256(preferences), "pairs": frame.height}
     if not is_main_process():
         # Data-parallel run (DDP, FSDP, ZeRO): every process trains its share of each global
         # batch and joins the final metrics and the model save; only the main process logs
@@ -106,7 +111,8 @@ def main(
         mlflow.log_metrics({f"timing/{k}": float(v) for k, v in timings.items()})  # not in train.json: see train()
         mlflow.log_artifact(str(report))
         mlflow.log_artifact(str(curve))
-        store.log_trained_model(out, model_name=tracking_params.model_name, version=version, signature=predict_signature(generate_params))
+        store.log_trained_model(out, model_name=tracking_params.model_name, version=version, signature=predict_signature(generate_params),
+                                aliases=store.run_aliases(run.info.run_name, os.environ.get("DVC_EXP_NAME")))
         log.info("MLflow run %s (version %s) in %s", run.info.run_id, version, mlflow.get_tracking_uri())
     store.replace_version_runs(experiment_id, version, keep_run_id=run.info.run_id)  # only now that it finished
     shutil.rmtree(checkpoints / version, ignore_errors=True)  # finished: nothing left to resume

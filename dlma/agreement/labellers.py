@@ -33,7 +33,7 @@ def load_reward_model(path: str, *, trust_remote_code: bool = False):
         tokenizer = load_tokenizer(path, trust_remote_code=trust_remote_code, require_eos=False)
         model = AutoModelForSequenceClassification.from_pretrained(path, trust_remote_code=trust_remote_code,
                                                                    dtype=torch.float32).eval()
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, DlmaError) as exc:
         raise DlmaError(f"evaluate.reward_model: cannot load '{path}' ({exc})") from exc
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id

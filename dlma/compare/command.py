@@ -18,6 +18,7 @@ from pathlib import Path
 
 import typer
 
+from dlma.compare.champion import ALIAS, choose_champion
 from dlma.compare.params import load_compare
 from dlma.compare.report import render
 from dlma.compare.runner import collect, run_experiments
@@ -73,6 +74,9 @@ def main(
         minutes = json.loads(out_json.read_text()).get("minutes")
     result |= {"left_out": left_out, "name": params.name, "set": params.set, "grid": params.grid, "minutes": minutes,
                "experiments": {r.name: f"{r.method}/seed {r.seed}" for r in runs}}
+    tracking = load_section(TrackingParams, "tracking", params_file)
+    experiment_id = store.configure(tracking, root)
+    result["champion"] = crown(choose_champion(result, runs), experiment_id, tracking.model_name)
     model = str(params.set.get("model.base") or load_section(ModelParams, "model", params_file).base)
     write_json(result, out_json)
     artifacts = [str(out_json)]
@@ -82,8 +86,6 @@ def main(
         artifacts.append(str(out_md))
     if study is not None:
         artifacts += [str(p) for p in write_study(study, model=model)]
-    tracking = load_section(TrackingParams, "tracking", params_file)
-    experiment_id = store.configure(tracking, root)
     # MLflow metric names take letters, digits and _-. /: a grid variant's "beta=0.1" becomes "beta_0.1"
     headline_numbers = {re.sub(r"[^\w\-. /]", "_", k): v for k, v in flatten({"vs_base": result["vs_base"], "reward": result["reward"],
                                                   "true_reward": result["true_reward"], "kl": result["kl"]},
@@ -92,6 +94,18 @@ def main(
     parent = store.group_comparison(experiment_id, params.name, headline_numbers, artifacts)
     log.info("compare: wrote %s; MLflow parent run %s", ", ".join(artifacts), parent)
     print(Path(artifacts[1] if len(artifacts) > 1 else artifacts[0]).read_text())
+
+
+def crown(choice: dict, experiment_id: str, model_name: str) -> dict:
+    """Set the `champion` alias on the chosen model, or say why there is none."""
+    if "none_because" in choice:
+        log.info("compare: no %s alias set: %s", ALIAS, choice["none_because"])
+        return choice
+    registered = store.set_version_alias(experiment_id, model_name, choice["pipeline_version"], ALIAS)
+    if registered is None:
+        return choice | {"none_because": f"the model of {choice['experiment']} is not registered in this store"}
+    log.info("compare: models:/%s@%s is version %s (%s, seed %s)", model_name, ALIAS, registered, choice["method"], choice["seed"])
+    return choice | {"alias": ALIAS, "model": model_name, "registered_version": int(registered)}
 
 
 if __name__ == "__main__":

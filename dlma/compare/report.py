@@ -26,6 +26,20 @@ def _validity(judge: dict) -> str:
     return ", ".join(p for p in parts if p) or "n/a"
 
 
+def champion_lines(champion: dict | None) -> list[str]:
+    """The registry's `champion` alias: which model got it by which measure, or why none did."""
+    if not champion:
+        return []
+    if "none_because" in champion:
+        return [f"**Champion: none** (registry alias `champion` not set): {champion['none_because']}.", ""]
+    return [f"**Champion**: `models:/{champion['model']}@{champion['alias']}` is registered version {champion['registered_version']}, "
+            f"{champion['method']} seed {champion['seed']} (experiment {champion['experiment']}); the best method by the "
+            f"{champion['measure']}, {champion['mean']:+.3f} [{champion['ci_low']:+.3f}, {champion['ci_high']:+.3f}] over seeds "
+            "and prompts, and its best seed" + (f" (the next: {champion['runner_up']['method']}, {champion['runner_up']['mean']:+.3f}; "
+                                                "whether they differ is their paired difference below, not this ranking)"
+                                                if champion.get("runner_up") else "") + ".", ""]
+
+
 def render(result: dict, *, name: str, minutes: float | None, model: str) -> str:
     methods = [m for m in result["methods"] if m != "base"]
     judges = result["judges"]
@@ -46,6 +60,7 @@ def render(result: dict, *, name: str, minutes: float | None, model: str) -> str
     else:
         lines += ["**No headline**: no judge was both informative and independent in every run ("
                   + "; ".join(f"{j}: {why}" for j, why in headline["none_because"].items()) + ").", ""]
+    lines += champion_lines(result.get("champion"))
     lines += ["## Judges and their validity", "", "| judge | independent | informative | why not | validity (mean over runs) |",
               "|---|---|---|---|---|"]
     for judge in comparing:

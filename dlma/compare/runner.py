@@ -30,14 +30,9 @@ from dlma.compare.methods import METHODS, as_set_params, grid_points, variant_la
 from dlma.compare.params import CompareParams
 from dlma.compare.summary import RunResult
 from dlma.core.errors import DlmaError
+from dlma.core.paths import pipeline_path
 
 log = logging.getLogger(__name__)
-SAMPLES = "reports/eval_samples.parquet"
-METRICS = "reports/metrics.json"
-AGREEMENT = "reports/agreement.json"
-TRAIN = "reports/train.json"
-TRUTH = "reports/truth.json"
-TRUTH_SAMPLES = "reports/truth_samples.parquet"
 
 
 @dataclass(frozen=True)
@@ -97,7 +92,8 @@ def _dvc_streamed(root: Path, args: list[str], keep: int = 25) -> tuple[int, lis
 def run_experiments(params: CompareParams, root: Path, *, queue: bool, true_reward: str = "",
                     resume: bool = False) -> dict[str, str]:
     """Run (or queue) every planned experiment; an earlier experiment of the same name is
-    removed first, so rerunning a comparison replaces it. With `resume`, the experiments
+    replaced once the new one has finished (a failed rerun keeps it; a queued one replaces it
+    when queued). With `resume`, the experiments
     already finished on this commit are kept and only the others run (a comparison cut
     short, by a reboot say, goes on where it stopped). A run that fails (a method that
     cannot train at this size, say RLAIF with no pair labelled) does not stop the others:
@@ -109,11 +105,18 @@ def run_experiments(params: CompareParams, root: Path, *, queue: bool, true_rewa
         runs = [run for run in runs if run.name not in finished]
         log.info("compare --resume: %d of %d experiments already finished on this commit, %d to run",
                  len(kept), len(kept) + len(runs), len(runs))
-    if runs:
+    if runs and queue:
         _dvc(root, "exp", "remove", *[run.name for run in runs], check=False, capture=True)  # absent names are not an error here
+    existing = experiment_commits(root) if runs and not queue else {}
     failed = {}
     for index, run in enumerate(runs, 1):
         log.info("compare: %s %d/%d (%s, seed %d)", "queueing" if queue else "running", index, len(runs), run.variant, run.seed)
+        # An earlier experiment of this name is set aside (renamed), not removed, until the new
+        # one has finished: a rerun that fails gives it back its name.
+        previous = f"{run.name}-previous" if run.name in existing else None
+        if previous:
+            _dvc(root, "exp", "remove", previous, check=False, capture=True)
+            _dvc(root, "exp", "rename", run.name, previous, capture=True)
         args = ["exp", "run", "--queue" if queue else "--temp", "-n", run.name]
         for value in run.values:
             args += ["-S", value]
@@ -122,6 +125,11 @@ def run_experiments(params: CompareParams, root: Path, *, queue: bool, true_rewa
             errors = [line for line in tail if line.startswith(("error:", "ERROR"))]
             failed[run.name] = (errors or tail[-1:] or [f"exit {code}"])[0]
             log.error("compare: %s failed: %s", run.name, failed[run.name])
+            if previous:
+                _dvc(root, "exp", "rename", previous, run.name, capture=True)
+                log.info("compare: kept the earlier finished %s", run.name)
+        elif previous:
+            _dvc(root, "exp", "remove", previous, capture=True)
     return failed
 
 
@@ -140,22 +148,29 @@ def experiment_commits(root: Path) -> dict[str, str]:
 
 
 def read_run(root: Path, run: PlannedRun, commit: str) -> RunResult:
-    import dvc.api
+    """An experiment's outputs at its commit, each where dvc.yaml puts it: through DVC's file
+    system, which reads files in git and outputs in DVC's cache alike."""
+    from dvc.api import DVCFileSystem
 
-    def committed(path: str) -> dict:
-        return json.loads(subprocess.run(["git", "show", f"{commit}:{path}"], cwd=root, check=True, text=True,
-                                         capture_output=True).stdout)
-
-    def table(path: str) -> pl.DataFrame:
-        with dvc.api.open(path, repo=str(root), rev=commit, mode="rb") as handle:
-            return pl.read_parquet(io.BytesIO(handle.read()))
+    def path(name: str) -> str:  # the output as dvc.yaml names it
+        return pipeline_path(name, root).as_posix()
 
     try:
-        metrics, agreement, train = committed(METRICS), committed(AGREEMENT), committed(TRAIN)
-        samples = table(SAMPLES)
-        truth = committed(TRUTH)
-        truth_rows = None if "skipped" in truth else table(TRUTH_SAMPLES)
-    except (subprocess.CalledProcessError, OSError, ValueError) as exc:
+        fs = DVCFileSystem(str(root), rev=commit)
+
+        def committed(name: str) -> dict:
+            with fs.open(path(name), mode="r") as handle:
+                return json.loads(handle.read())
+
+        def table(name: str) -> pl.DataFrame:
+            with fs.open(path(name), mode="rb") as handle:
+                return pl.read_parquet(io.BytesIO(handle.read()))
+
+        metrics, agreement, train = committed("metrics"), committed("agreement"), committed("train_report")
+        samples = table("eval_samples")
+        truth = committed("truth")
+        truth_rows = None if "skipped" in truth else table("truth_samples")
+    except (OSError, ValueError) as exc:
         raise DlmaError(f"cannot read the results of experiment {run.name} ({commit[:8]}): {exc}") from exc
     return RunResult(method=run.variant, seed=run.seed, name=run.name, samples=samples, metrics=metrics, agreement=agreement,
                      train=train, truth=truth, truth_rows=truth_rows, point=run.point, base_method=run.method)

@@ -49,3 +49,22 @@ def resolve_source(source: str) -> str:
     if (workspace / path).resolve().is_relative_to(workspace):
         return source
     return str((repository_root() / path).resolve())
+
+
+def pipeline_path(name: str, root: Path | None = None) -> Path:
+    """A pipeline file as dvc.yaml names it (`vars: paths: <name>`), relative to the
+    repository root: dvc.yaml is the one place a path is written, and commands that read the
+    pipeline's outputs (`dlma compare`, `dlma export`) take it from there."""
+    import yaml
+
+    from dlma.core.errors import DlmaError
+
+    dvc_file = (root or repository_root()) / "dvc.yaml"
+    try:
+        pipeline = yaml.safe_load(dvc_file.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise DlmaError(f"cannot read '{dvc_file}' ({exc}); run this command in the project's repository") from None
+    for entry in pipeline.get("vars") or []:
+        if isinstance(entry, dict) and name in (entry.get("paths") or {}):
+            return Path(entry["paths"][name])
+    raise DlmaError(f"'{dvc_file}' names no path '{name}' under vars: paths")

@@ -25,6 +25,22 @@ def setup_logging() -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+def disk_full(exc: BaseException) -> str | None:
+    """What said the disk is full, anywhere in the exception's chain (an OSError ENOSPC, or
+    SQLite's "database or disk is full" wrapped by SQLAlchemy and MLflow), else None."""
+    import errno
+
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            return f"{type(exc).__name__}: {exc.strerror or exc}"
+        if "database or disk is full" in str(exc):
+            return "SQLite: database or disk is full"
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 def stage_entry(func):
     """Wrap a stage's main(): log its time, and print DlmaError as one line, exit code 2."""
 
@@ -37,6 +53,13 @@ def stage_entry(func):
             result = func(*args, **kwargs)
         except DlmaError as exc:
             print(f"error: {exc}", file=sys.stderr)
+            raise typer.Exit(code=2) from None
+        except Exception as exc:
+            full = disk_full(exc)
+            if full is None:
+                raise
+            print(f"error: the disk is full ({full}); free space, then run the stage again: its outputs are written "
+                  "atomically, so nothing half-written was left", file=sys.stderr)
             raise typer.Exit(code=2) from None
         # Peak resident memory of this process (ru_maxrss is in KiB on Linux).
         log.info("done in %.1f s, peak RSS %.2f GiB", time.perf_counter() - started,

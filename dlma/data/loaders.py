@@ -233,12 +233,19 @@ def _normalise_pku(rows: list[dict], src: _Source, label: str, report: LoadRepor
 def _normalise_table(rows: list[dict], src: _Source, columns: dict[str, str]) -> list[dict]:
     names = {k: columns.get(k, k) for k in ("prompt", "id", "category", "chosen", "rejected")}
     has_pairs = names["chosen"] in rows[0] or "chosen" in columns
-    has_ids = "id" in columns or names["id"] in rows[0]
+    # Ids are all or nothing: numbering only the rows without one would mix two id schemes.
+    with_ids = [index for index, row in enumerate(rows) if names["id"] in row]
+    has_ids = "id" in columns or bool(with_ids)
+    if has_ids and len(with_ids) < len(rows):
+        missing = next(index for index, row in enumerate(rows) if names["id"] not in row)
+        raise DlmaError(f"{src.where(missing)}: no field '{names['id']}', while {len(with_ids)} of the {len(rows)} rows "
+                        f"have one (first at {src.where(with_ids[0]).rsplit(', ', 1)[1] if with_ids else '-'}); give every "
+                        "row an id, or none (rows are then numbered)")
     out, first_seen = [], {}
     for index, row in enumerate(rows):
         where = src.where(index)
         item = {
-            "id": _text(row, names["id"], where, required="id" in columns, hint=src.hint) if has_ids else None,
+            "id": _text(row, names["id"], where, required=True, hint=src.hint) if has_ids else None,
             "prompt": _text(row, names["prompt"], where, hint=src.hint, text_only=True),
             "category": _text(row, names["category"], where, required="category" in columns, hint=src.hint) or "",
         }
@@ -258,16 +265,10 @@ def _normalise_table(rows: list[dict], src: _Source, columns: dict[str, str]) ->
     return out
 
 
-def _hub_rows(source: str, split: str) -> list[dict]:
-    try:
-        import datasets
+def _hub_rows(source: str, split: str, key: str) -> list[dict]:
+    from dlma.data.identity import hub_dataset
 
-        dataset = datasets.load_dataset(source, split=split)
-    except Exception as exc:  # noqa: BLE001
-        raise DlmaError(
-            f"data.source '{source}' is neither a local file nor a reachable/cached hub data set ({exc})"
-        ) from exc
-    return [dict(row) for row in dataset]
+    return [dict(row) for row in hub_dataset(source, split, key)]
 
 
 def load_records(
@@ -278,16 +279,18 @@ def load_records(
     split: str = "train",
     pku_label: str = "safer",
     hint: str = "data.columns",
+    source_key: str = "data.source",
 ) -> tuple[pl.DataFrame, LoadReport]:
     """Load any supported source into the normal form (see module docstring). `hint` names
-    the params key that maps this source's columns, for error messages."""
+    the params key that maps this source's columns, `source_key` the one that names the source,
+    for error messages."""
     columns = columns or {}
     path = Path(source).expanduser()
     if path.exists() or source.lower().endswith(_TABLE_SUFFIXES) or source.startswith((".", "/", "~")):
         rows, first_line = read_rows(path)
         name = str(path)
     else:
-        rows, first_line, name = _hub_rows(source, split), 0, f"{source}[{split}]"
+        rows, first_line, name = _hub_rows(source, split, source_key), 0, f"{source}[{split}]"
         if not rows:
             raise DlmaError(f"data set '{name}' has no rows")
     fmt = detect_format(set(rows[0])) if format == "auto" else format

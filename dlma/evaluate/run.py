@@ -9,6 +9,7 @@ on human labels from it.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ import polars as pl
 from dlma.agreement.run import read_agreement
 from dlma.core.config import flatten, load_section
 from dlma.core.errors import DlmaError
+from dlma.core.hashing import file_sha256
 from dlma.core.numerics import DtypeChoice
 from dlma.core.io import atomic_path, write_csv, write_json, write_parquet
 from dlma.evaluate import report as reporting
@@ -248,12 +250,25 @@ def write_outputs(evaluation: Evaluation, inputs: EvaluateInputs, outputs: Evalu
                 "skipped_long_prompts": evaluation.details["skipped_long_prompts"]}, outputs.metrics)
 
 
-def log_evaluation(evaluation: Evaluation, outputs: EvaluateOutputs, tracking: TrackingParams) -> str:
-    """Log the headline metrics and the report into the MLflow run of the model's pipeline version."""
-    experiment_id = store.configure(tracking)
+def evaluation_id(config: EvaluateConfig, inputs: EvaluateInputs) -> str:
+    """What an evaluation depends on besides the model (the pipeline version): its params and
+    the content of its prompts, sets and agreement measurement."""
+    parts = {section: dataclasses.asdict(getattr(config, section)) for section in ("prompts", "generate", "score", "evaluate")}
+    parts["inputs"] = {name: file_sha256(path) for name, path in (("eval_prompts", inputs.eval_prompts), ("sets", inputs.sets),
+                                                                    ("agreement", inputs.agreement)) if path and Path(path).is_file()}
+    return store.version_id(parts)
+
+
+def log_evaluation(evaluation: Evaluation, outputs: EvaluateOutputs, config: EvaluateConfig, inputs: EvaluateInputs) -> str:
+    """Log the headline metrics and the report into the MLflow run of the model's pipeline
+    version, and into the evaluation's own run nested under it (none replaces another)."""
+    experiment_id = store.configure(config.tracking)
     metrics = {**evaluation.metrics, "agreement": evaluation.agreement,
                "skipped_prompt_sets": evaluation.details["skipped_prompt_sets"]}
     flat = {f"eval/{k}": float(v) for k, v in flatten(metrics, sep="/", numbers_only=True).items()}
     artifacts = [outputs.report, outputs.metrics, outputs.samples, outputs.figure_score_hist, outputs.figure_win_rate,
                  outputs.figure_train_curve]
-    return store.log_to_version_run(experiment_id, evaluation.details["version"], flat, [str(p) for p in artifacts])
+    params = {f"evaluate.{k}": str(v)[:500] for k, v in flatten(dataclasses.asdict(config.evaluate)).items()}
+    _, run_id = store.log_evaluation_run(experiment_id, evaluation.details["version"], evaluation_id(config, inputs), params,
+                                         flat, [str(p) for p in artifacts])
+    return run_id

@@ -42,7 +42,8 @@ def _load(spec: AgreementSet | PromptSet, kind: str, identities: dict, **options
     if recorded and file_sha256(source) != recorded:
         raise DlmaError(f"evaluation set '{spec.name}' ({spec.source}) changed since the sets stage ran; run `dvc repro`")
     hint = f"the columns of evaluate.{'agreement' if kind == 'agreement' else 'prompt'}_sets '{spec.name}'"
-    frame, _ = load_records(source, format=spec.format, columns=spec.columns, hint=hint, **options)
+    frame, _ = load_records(source, format=spec.format, columns=spec.columns, hint=hint,
+                            source_key=f"the source of evaluation set '{spec.name}'", **options)
     return frame, None
 
 

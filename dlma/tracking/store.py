@@ -12,7 +12,9 @@ import hashlib
 import json
 import logging
 import os
+import re
 import subprocess
+import time
 from pathlib import Path
 
 from dlma.core.paths import repository_root
@@ -21,6 +23,7 @@ from dlma.tracking.params import TrackingParams
 log = logging.getLogger(__name__)
 
 VERSION_TAG = "dlma.version"
+COMPARISON_TAG = "dlma.comparison"
 
 
 def tracking_uri(params: TrackingParams, root: Path) -> str:
@@ -87,7 +90,7 @@ def git_commit(root: Path) -> str | None:
     return out.stdout.strip() or None
 
 
-def _version_runs(experiment_id: str, version: str) -> list:
+def version_runs(experiment_id: str, version: str) -> list:
     import mlflow
 
     return mlflow.search_runs(
@@ -105,7 +108,7 @@ def start_version_run(experiment_id: str, version: str, run_name: str, tags: dic
     """
     import mlflow
 
-    for run in _version_runs(experiment_id, version):
+    for run in version_runs(experiment_id, version):
         if run.info.status in ("RUNNING", "FAILED", "KILLED") and run.info.lifecycle_stage == "active":
             log.info("resuming MLflow run %s of version %s", run.info.run_id, version)
             return mlflow.start_run(run_id=run.info.run_id, log_system_metrics=True)
@@ -137,13 +140,84 @@ def replace_version_runs(experiment_id: str, version: str, keep_run_id: str) -> 
     import mlflow
 
     client = mlflow.MlflowClient()
-    for run in _version_runs(experiment_id, version):
+    kept = client.get_run(keep_run_id).data.tags
+    older, others = [], []
+    for run in version_runs(experiment_id, version):
         if run.info.run_id == keep_run_id:
             continue
+        # A run that another comparison or DVC experiment refers to is theirs: never deleted
+        # (the same pipeline version trained again under another comparison's name, say).
+        theirs = any(run.data.tags.get(tag) and run.data.tags.get(tag) != kept.get(tag) for tag in (COMPARISON_TAG, "dvc.experiment"))
+        (others if theirs else older).append(run)
+    if others:
+        log.info("keeping MLflow run(s) %s of version %s: another comparison or experiment refers to them",
+                 ", ".join(r.info.run_id for r in others), version)
+    evaluated = [run for run in older if run.info.status == "FINISHED" and any(k.startswith("eval/") for k in run.data.metrics)]
+    if evaluated:
+        carry_evaluation(evaluated[0], keep_run_id)
+    # The version's evaluations (their own runs) now belong under the run that replaces it.
+    for evaluation in mlflow.search_runs(experiment_ids=[experiment_id], output_format="list",
+                                         filter_string=f"tags.`{EVALUATES_TAG}` = '{version}'"):
+        client.set_tag(evaluation.info.run_id, "mlflow.parentRunId", keep_run_id)
+    for run in older:
         log.info("replacing MLflow run %s of the same version %s", run.info.run_id, version)
         for model_version in client.search_model_versions(f"run_id = '{run.info.run_id}'"):
             client.delete_model_version(model_version.name, model_version.version)
         client.delete_run(run.info.run_id)
+
+
+def carry_evaluation(old_run, new_run_id: str) -> None:
+    """Copy an evaluation (the `eval/*` metrics and the `evaluation/` artifacts) from a run
+    about to be replaced into the new run of the same pipeline version. A forced train rerun
+    that DVC finds gives the same model does not rerun `evaluate`: without this, the
+    version's evaluation would go with the deleted run. Where the model did change, evaluate
+    reruns and logs over these."""
+    import tempfile
+
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    metrics = {k: v for k, v in old_run.data.metrics.items() if k.startswith("eval/")}
+    client.log_batch(new_run_id, metrics=[mlflow.entities.Metric(k, v, int(time.time() * 1000), 0) for k, v in metrics.items()])
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            local = mlflow.artifacts.download_artifacts(run_id=old_run.info.run_id, artifact_path="evaluation", dst_path=folder)
+        except Exception:  # noqa: BLE001 - no evaluation artifacts: the metrics alone
+            local = None
+        if local:
+            client.log_artifacts(new_run_id, local, artifact_path="evaluation")
+    log.info("carried the evaluation of run %s (%d metrics) into run %s of the same version", old_run.info.run_id, len(metrics),
+             new_run_id)
+
+
+EVALUATES_TAG = "dlma.evaluates"  # on an evaluation's own run: the pipeline version it evaluated
+EVALUATION_TAG = "dlma.evaluation"  # ... and the id of the evaluation (a hash of what it depends on besides the model)
+
+
+def log_evaluation_run(experiment_id: str, version: str, evaluation: str, params: dict[str, str],
+                       metrics: dict[str, float], artifacts: list[str]) -> tuple[str, str]:
+    """Log an evaluation twice: into the run of the model's pipeline version (its latest
+    evaluation, what the UI shows on the model's row and `dlma export` reads) and into a run
+    of its own, nested under that one and keyed by `evaluation` (a hash of the evaluation's
+    params and inputs). An experiment that changes only `evaluate.*` params is a second
+    evaluation of the same model: it gets its own nested run, and the first one's numbers stay.
+    Returns (version run id, evaluation run id)."""
+    import mlflow
+
+    version_run_id = log_to_version_run(experiment_id, version, metrics, artifacts)
+    found = mlflow.search_runs(experiment_ids=[experiment_id], output_format="list",
+                               filter_string=f"tags.`{EVALUATES_TAG}` = '{version}' and tags.`{EVALUATION_TAG}` = '{evaluation}'")
+    context = (mlflow.start_run(run_id=found[0].info.run_id) if found else
+               mlflow.start_run(experiment_id=experiment_id, run_name=f"eval-{evaluation[:8]}",
+                                tags={EVALUATES_TAG: version, EVALUATION_TAG: evaluation, "dlma.role": "evaluation",
+                                      "mlflow.parentRunId": version_run_id}))
+    with context as run:
+        logged = mlflow.MlflowClient().get_run(run.info.run_id).data.params
+        mlflow.log_params({k: v for k, v in params.items() if k not in logged})  # the same evaluation: the same params
+        mlflow.log_metrics(metrics)
+        for path in artifacts:
+            mlflow.log_artifact(path, artifact_path="evaluation")
+        return version_run_id, run.info.run_id
 
 
 def log_to_version_run(experiment_id: str, version: str, metrics: dict[str, float], artifacts: list[str]) -> str:
@@ -151,7 +225,7 @@ def log_to_version_run(experiment_id: str, version: str, metrics: dict[str, floa
     holds its trained model); create a run for that version if there is none."""
     import mlflow
 
-    runs = _version_runs(experiment_id, version)
+    runs = version_runs(experiment_id, version)
     runs = [r for r in runs if r.info.status == "FINISHED"] or runs
     if runs:
         context = mlflow.start_run(run_id=runs[0].info.run_id)
@@ -165,8 +239,10 @@ def log_to_version_run(experiment_id: str, version: str, metrics: dict[str, floa
         return run.info.run_id
 
 
-def log_trained_model(model_dir: Path, *, model_name: str, version: str, signature) -> None:
-    """Log the model directory as the run's pyfunc model and register it under `model_name`.
+def log_trained_model(model_dir: Path, *, model_name: str, version: str, signature, aliases: list[str]) -> str:
+    """Log the model directory as the run's pyfunc model, register it under `model_name`
+    and point `aliases` at the new version (an alias moves: it names one version at a time).
+    Returns the registered version number.
 
     The model is logged as code (MLflow's models-from-code: `pyfunc_entry.py`), so loading
     it runs that file instead of unpickling an object."""
@@ -174,13 +250,37 @@ def log_trained_model(model_dir: Path, *, model_name: str, version: str, signatu
 
     from dlma.tracking import pyfunc_entry
 
-    mlflow.pyfunc.log_model(
+    info = mlflow.pyfunc.log_model(
         name="model", python_model=pyfunc_entry.__file__, artifacts={"model": str(model_dir)}, signature=signature,
         registered_model_name=model_name, pip_requirements=["dlma"], tags={VERSION_TAG: version},
     )
+    registered = str(info.registered_model_version)
+    client = mlflow.MlflowClient()
+    for alias in aliases:
+        client.set_registered_model_alias(model_name, alias, registered)
+    log.info("registered model %s version %s, aliases: %s (and MLflow's own `models:/%s/latest`)",
+             model_name, registered, ", ".join(aliases) or "none", model_name)
+    return registered
 
 
-COMPARISON_TAG = "dlma.comparison"
+_RESERVED_ALIAS = re.compile(r"^(latest|[vV]\d+)$")  # MLflow keeps these: `latest` is the newest version, v3 is version 3
+
+
+def run_aliases(run_name: str, experiment_name: str | None) -> list[str]:
+    """The aliases of a run's model: the run's name (one per pipeline version: `dlma-<version>`)
+    and, under `dvc exp run`, the DVC experiment's name (`models:/dlma@beta02`). MLflow
+    allows letters, digits, `_` and `-` and reserves `latest` and `v<N>`: other characters
+    become `-`, and a reserved name gets the prefix `exp-`."""
+    aliases = []
+    for name in (run_name, experiment_name):
+        if not name:
+            continue
+        alias = re.sub(r"[^\w\-]", "-", name)[:255]
+        alias = f"exp-{alias}" if _RESERVED_ALIAS.match(alias) else alias
+        if alias not in aliases:
+            aliases.append(alias)
+    return aliases
+
 
 
 def run_tags(root: Path, group: str = "") -> dict[str, str]:
@@ -226,7 +326,7 @@ def clear_interrupted(experiment_id: str, version: str, checkpoint_dir: Path) ->
 
     import mlflow
 
-    runs = _version_runs(experiment_id, version)
+    runs = version_runs(experiment_id, version)
     if not any(r.info.status == "FINISHED" for r in runs):
         return {}  # nothing finished: the next train run resumes instead
     client = mlflow.MlflowClient()
@@ -238,3 +338,19 @@ def clear_interrupted(experiment_id: str, version: str, checkpoint_dir: Path) ->
     stale = checkpoint_dir.is_dir()
     shutil.rmtree(checkpoint_dir, ignore_errors=True)
     return {"runs": cleared, "checkpoints": str(checkpoint_dir) if stale else None} if cleared or stale else {}
+
+
+def set_version_alias(experiment_id: str, model_name: str, version: str, alias: str) -> str | None:
+    """Point `alias` at the registered model of pipeline version `version` (its finished
+    run's model). Returns the registered version number, or None where none is registered."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    for run in version_runs(experiment_id, version):
+        if run.info.status != "FINISHED":
+            continue
+        for model_version in client.search_model_versions(f"run_id = '{run.info.run_id}'"):
+            if model_version.name == model_name:
+                client.set_registered_model_alias(model_name, alias, model_version.version)
+                return str(model_version.version)
+    return None

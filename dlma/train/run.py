@@ -93,6 +93,20 @@ def lora_config(params: TrainParams):
     )
 
 
+def check_lora_targets(model, params: TrainParams) -> None:
+    """Every train.lora_target_modules entry must name modules of the model (peft matches a
+    name or the end of a dotted name), checked before training starts: peft's own error
+    comes as a traceback once the trainer is built."""
+    if params.peft != "lora" or list(params.lora_target_modules) == ["all-linear"]:
+        return
+    names = [name for name, _ in model.named_modules()]
+    missing = [t for t in params.lora_target_modules if not any(n == t or n.endswith("." + t) for n in names)]
+    if missing:
+        linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)})
+        raise DlmaError(f"train.lora_target_modules: {', '.join(repr(t) for t in missing)} not in the model; its linear "
+                        f"layers are {', '.join(linear)} (or use [all-linear])")
+
+
 def restore_lora_dropout(model, probability: float) -> int:
     """trl's `disable_dropout` (the DPO convention, kept for the base model) also zeroes the
     LoRA adapter's dropout; give `train.lora_dropout` back to the adapter. Returns how many

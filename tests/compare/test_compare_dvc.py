@@ -50,6 +50,21 @@ def test_compare_runs_every_method_and_seed_and_reports_them(tmp_path_factory, t
     for method in ("dlma", "rlcd", "dpo_human"):
         assert f"| {method} |" in report
     assert "## Judges and their validity" in report and "reward_model" in report
+    # The champion alias follows the headline: with no informative independent judge, none is set, and the report says why.
+    if not compare["headline"]["judges"]:
+        assert compare["champion"]["none_because"].startswith("no informative headline judge") and "**Champion: none**" in report
+    else:
+        assert "**Champion" in report and ("none_because" in compare["champion"] or compare["champion"]["alias"] == "champion")
+    # Each run's model is registered with its run's name and its DVC experiment's name as aliases.
+    import mlflow
+
+    mlflow_runs(repo)  # points MLflow at the repository's store
+    client = mlflow.MlflowClient()
+    aliases = client.get_registered_model("dlma").aliases
+    assert {f"t-{m}-s{s}" for m in ("dlma", "rlcd", "dpo-human") for s in (0, 1)} <= set(aliases)
+    for name in compare["experiments"]:
+        run = client.get_run(client.get_model_version("dlma", aliases[name]).run_id)
+        assert run.data.tags["dvc.experiment"] == name and f"dlma-{run.data.tags['dlma.version'][:8]}" in aliases
     # Label agreement: the same measurement in every run, every labeller with its paired difference.
     shipped = compare["agreement"]["shipped"]
     assert shipped["rows"] == 4 and {"contrastive", "likelihood", "ab_judge", "reward_model"} <= set(shipped)

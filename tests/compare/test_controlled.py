@@ -54,6 +54,19 @@ def test_controlled_presets_measure_both_experiments_with_equal_budgets(tmp_path
     truth = raw["truth_agreement"]
     assert truth["seeds"] == [0, 1] and truth["pairs"] == 2 * 12 and truth["from_runs"] == ["dlma"]
     assert {"contrastive", "likelihood", "ab_judge", "reward_model"} <= set(truth)
+    # The champion: the best method by the headline judge's measure (the true reward's gain), set
+    # as the registry's alias only where its interval is above zero; the registry agrees.
+    champion, gains = raw["champion"], {m: raw["true_reward"]["sentiment"][m]["gain"]["all"] for m in ("dlma", "rlcd", "oracle")}
+    best = max(gains, key=lambda m: gains[m]["mean"])
+    assert champion["method"] == best and champion["mean"] == gains[best]["mean"]
+    assert ("none_because" in champion) == (not gains[best]["ci_low"] > 0)
+    aliases = champion_alias(root)
+    if "none_because" in champion:
+        assert aliases == {} and "includes 0" in champion["none_because"]
+    else:
+        run = mlflow_client(root).get_run(mlflow_client(root).get_model_version("dlma", str(champion["registered_version"])).run_id)
+        assert aliases == {"champion": str(champion["registered_version"])}
+        assert run.data.tags["dlma.version"] == champion["pipeline_version"] and run.data.tags["dvc.experiment"] == champion["experiment"]
     # A second preset of the same study: the frontier joins the same report.
     repo.run(sys.executable, "-c", "from dlma.cli import main; main()", "compare", "--preset", "frontier")
     study = json.loads((root / "reports" / "controlled.json").read_text())
@@ -74,3 +87,13 @@ def test_controlled_presets_measure_both_experiments_with_equal_budgets(tmp_path
     report = (root / "reports" / "controlled.md").read_text()
     assert "## Experiment 1" in report and "| dlma | 0.5 |" in report and "| oracle |" in report
     assert (root / "reports" / "figures" / "controlled_frontier.png").stat().st_size > 1000
+
+
+def mlflow_client(root):
+    import mlflow
+
+    return mlflow.MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}", registry_uri=f"sqlite:///{root / 'mlflow.db'}")
+
+
+def champion_alias(root) -> dict:
+    return {k: v for k, v in mlflow_client(root).get_registered_model("dlma").aliases.items() if k == "champion"}

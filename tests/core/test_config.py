@@ -136,3 +136,30 @@ def test_the_readme_sentiment_line_is_the_controlled_presets_objective():
             key, _, value = assignment.partition("=")
             values[key] = yaml.safe_load(value)
     assert values == load_compare(REPO_PARAMS, "controlled").set
+
+
+def test_a_full_disk_is_one_line_and_exit_code_2(capsys):
+    """Wherever in a stage the disk fills (an OSError ENOSPC, or SQLite's error wrapped by
+    SQLAlchemy and MLflow), the stage says so in one line: no traceback."""
+    import errno
+    import sqlite3
+
+    import pytest
+    import typer
+
+    from dlma.core.stage import stage_entry
+
+    def from_sqlite():
+        try:
+            raise sqlite3.OperationalError("database or disk is full")
+        except sqlite3.OperationalError as exc:
+            raise RuntimeError("(sqlalchemy) something wrapped it") from exc
+
+    for failing in (from_sqlite, lambda: (_ for _ in ()).throw(OSError(errno.ENOSPC, "No space left on device"))):
+        with pytest.raises(typer.Exit) as stopped:
+            stage_entry(failing)()
+        assert stopped.value.exit_code == 2
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert err.startswith("error: the disk is full (") and "free space" in err
+    with pytest.raises(ValueError):  # anything else is not swallowed
+        stage_entry(lambda: int("x"))()

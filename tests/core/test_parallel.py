@@ -101,7 +101,7 @@ def test_two_process_ddp_training_follows_the_one_process_curve(tmp_path, tiny_m
     curves = {}
     for processes in (1, 2):
         run_stage(tmp_path, processes, "stages.train", "--preferences", "prefs.parquet", "--model-id", "model.json",
-                  "--out", f"models/p{processes}", "--report", f"train{processes}.json", "--curve", f"curve{processes}.csv")
+                  "--out", f"models/p{processes}", "--checkpoints", "models/checkpoints", "--report", f"train{processes}.json", "--curve", f"curve{processes}.csv")
         curves[processes] = pl.read_csv(tmp_path / f"curve{processes}.csv")
     assert curves[1]["step"].to_list() == curves[2]["step"].to_list() == [1, 2]
     # The same global batches (the distributed sampler deals each batch of 4 over the two

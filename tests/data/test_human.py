@@ -26,7 +26,7 @@ def frame(n: int) -> pl.DataFrame:
 def test_split_drops_evaluation_prompts_and_identical_answers_and_is_seeded():
     params = shipped(HumanParams, "human", limit=None, holdout_fraction=0.25, seed=7)
     train, holdout, report = split_human_pairs(frame(20), {"q0", "q1", "q5"}, params, "x.jsonl")
-    assert report["skipped"] == {"identical_answers": 1, "prompt_in_evaluation_sets": 3}
+    assert report["skipped"] == {"identical_answers": 1, "prompt_in_evaluation_sets": 3, "prompt_in_heldout_prompts": 0}
     kept = set(train["prompt"]) | set(holdout["prompt"])
     assert kept == {f"q{i}" for i in range(20)} - {"q0", "q1", "q5", "q3"}
     assert not set(train["id"]) & set(holdout["id"]) and holdout.height == round(16 * 0.25) == 4
@@ -42,6 +42,10 @@ def test_split_drops_evaluation_prompts_and_identical_answers_and_is_seeded():
     assert limited[0].height + limited[1].height == 8
     with pytest.raises(DlmaError, match="x.jsonl': 1 usable pair"):
         split_human_pairs(frame(2), {"q0"}, params, "x.jsonl")
+    # The pipeline's own held-out prompts go too (data.source is the HH file: the paper's setup), counted apart.
+    train, holdout, report = split_human_pairs(frame(20), {"q0", "q1", "q5"}, params, "x.jsonl", heldout_prompts={"q1", "q7", "q9"})
+    assert report["skipped"] == {"identical_answers": 1, "prompt_in_evaluation_sets": 3, "prompt_in_heldout_prompts": 2}
+    assert not {"q7", "q9"} & (set(train["prompt"]) | set(holdout["prompt"])) and train.height + holdout.height == 14
 
 
 def test_the_human_stage_on_the_real_hh_file_leaves_out_the_agreement_rows(tmp_path, shared_data, monkeypatch):
@@ -53,14 +57,21 @@ def test_the_human_stage_on_the_real_hh_file_leaves_out_the_agreement_rows(tmp_p
     params["evaluate"]["agreement_sets"][0]["source"] = str(hh)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     monkeypatch.chdir(tmp_path)
-    result = CliRunner().invoke(app, ["human", "--train", "t.parquet", "--holdout", "h.parquet", "--report", "r.json"])
+    # The paper's setup: the prompts are the HH file's too, and prepare held some out for evaluation.
+    records = load_records(str(hh), format="hh")[0]
+    heldout = records.slice(300, 400)
+    heldout.write_parquet(tmp_path / "e.parquet")
+    result = CliRunner().invoke(app, ["human", "--eval-prompts", "e.parquet", "--train", "t.parquet", "--holdout", "h.parquet",
+                                      "--report", "r.json"])
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "r.json").read_text())
-    evaluated = set(load_records(str(hh), format="hh")[0].head(10)["prompt"])
+    evaluated = set(records.head(10)["prompt"])
     train, holdout = pl.read_parquet(tmp_path / "t.parquet"), pl.read_parquet(tmp_path / "h.parquet")
     assert report["skipped"]["prompt_in_evaluation_sets"] >= 10 and report["rows_read"] == 1541
+    assert report["skipped"]["prompt_in_heldout_prompts"] >= 400  # every row whose prompt is a held-out one
     assert train.height + holdout.height == 60 and holdout.height == 15
-    assert not (set(train["prompt"]) | set(holdout["prompt"])) & evaluated
+    kept = set(train["prompt"]) | set(holdout["prompt"])
+    assert not kept & evaluated and not kept & set(heldout["prompt"])
 
 
 def test_a_missing_optional_source_gives_empty_tables_and_says_why(tmp_path, monkeypatch):
@@ -68,11 +79,13 @@ def test_a_missing_optional_source_gives_empty_tables_and_says_why(tmp_path, mon
     params["human"].update({"source": "missing/hh.jsonl", "optional": True})
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     monkeypatch.chdir(tmp_path)
-    result = CliRunner().invoke(app, ["human", "--train", "t.parquet", "--holdout", "h.parquet", "--report", "r.json"])
+    result = CliRunner().invoke(app, ["human", "--eval-prompts", "e.parquet", "--train", "t.parquet", "--holdout", "h.parquet",
+                                      "--report", "r.json"])
     assert result.exit_code == 0, result.output
     assert pl.read_parquet(tmp_path / "t.parquet").height == 0
     assert "not found" in json.loads((tmp_path / "r.json").read_text())["skipped"]
     params["human"]["optional"] = False
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    result = CliRunner().invoke(app, ["human", "--train", "t.parquet", "--holdout", "h.parquet", "--report", "r.json"])
+    result = CliRunner().invoke(app, ["human", "--eval-prompts", "e.parquet", "--train", "t.parquet", "--holdout", "h.parquet",
+                                      "--report", "r.json"])
     assert result.exit_code == 2 and "human.source missing/hh.jsonl not found" in result.output

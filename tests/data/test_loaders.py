@@ -88,6 +88,18 @@ def test_malformed_jsonl_line_is_named(tmp_path):
         load_records(str(path))
 
 
+def test_ids_are_given_to_every_row_or_to_none(tmp_path):
+    path = tmp_path / "p.jsonl"
+    path.write_text('{"prompt": "a"}\n{"prompt": "b", "id": "x1"}\n{"prompt": "c", "id": "x2"}\n')
+    with pytest.raises(DlmaError, match=r"p.jsonl, line 1: no field 'id', while 2 of the 3 rows have one \(first at line 2\)"):
+        load_records(str(path))
+    path.write_text('{"prompt": "a", "id": "x0"}\n{"prompt": "b", "id": null}\n')
+    with pytest.raises(DlmaError, match=r"p.jsonl, line 2: field 'id' is empty"):
+        load_records(str(path))
+    path.write_text('{"prompt": "a"}\n{"prompt": "b"}\n')
+    assert load_records(str(path))[0]["id"].to_list() == ["row0", "row1"]
+
+
 def test_missing_column_names_row_and_fix(tmp_path):
     path = tmp_path / "p.csv"
     path.write_text("question,kind\nhello,x\n")

@@ -191,7 +191,7 @@ STAGES = [
     ["generate", "--prompts", "train.parquet", "--model-id", "model.json", "--out", "generated.parquet", "--report", "generate.json"],
     ["score", "--generated", "generated.parquet", "--model-id", "model.json", "--out", "scored.parquet", "--report", "score.json"],
     ["filter", "--scored", "scored.parquet", "--out", "prefs.parquet", "--report", "filter.json"],
-    ["train", "--preferences", "prefs.parquet", "--model-id", "model.json", "--out", "models/dlma", "--report", "train.json",
+    ["train", "--preferences", "prefs.parquet", "--model-id", "model.json", "--out", "models/dlma", "--checkpoints", "models/checkpoints", "--report", "train.json",
      "--curve", "curve.csv"],
     ["agreement", "--model-id", "model.json", "--metrics", "reports/agreement.json", "--samples", "reports/agreement.parquet"],
 ]

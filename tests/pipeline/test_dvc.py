@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import time
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import pytest
 import yaml
 
 from tests.dvcrepo import REPO, DvcRepo
+from tests.export.test_export import PROMPTS, standalone_answers
 
 pytestmark = pytest.mark.slow
 
@@ -29,9 +31,9 @@ SMALL = {
 # A labelled set beside the repository, named by a relative path (as ../shared/... is).
 OUTSIDE_SET = {"name": "outside", "source": "../outside/pairs.jsonl", "format": "auto", "columns": {},
                "pku_label": "safer", "pair": "", "optional": False}
-ALL_STAGES = {"model", "sets", "prepare", "human", "reward", "generate", "score", "filter", "train", "recover", "agreement", "truth",
+ALL_STAGES = {"model", "sources", "sets", "prepare", "human", "reward", "generate", "score", "filter", "train", "recover", "agreement", "truth",
               "evaluate"}
-ALWAYS = ["human", "model", "recover", "sets"]  # re-checked on every repro (cheap)
+ALWAYS = ["model", "recover", "sets", "sources"]  # re-checked on every repro (cheap)
 
 
 @pytest.fixture(scope="module")
@@ -96,12 +98,12 @@ def test_evaluation_outputs(repo):
 ALL_MODEL_STAGES = {"model", "generate", "score", "train", "evaluate"}
 # One module of each step (and of the shared folders) -> the stages that run it. The human
 # stage reads evaluate's params, whose checks import the judge registry (and so most steps):
-# it reruns on their edits (a few seconds; it reruns on every repro anyway, always_changed).
+# it reruns on their edits (a few seconds).
 EDITS = {
     "dlma/core/io.py": ALL_STAGES,
-    "dlma/model.py": ALL_MODEL_STAGES | {"recover", "reward", "agreement", "truth", "human"},
+    "dlma/model.py": ALL_MODEL_STAGES | {"recover", "reward", "agreement", "truth", "human", "sets"},
     "dlma/lm/prompts.py": {"generate", "score", "train", "agreement", "evaluate", "reward", "truth", "human", "recover"},
-    "dlma/data/loaders.py": {"sets", "prepare", "human", "agreement", "evaluate"},
+    "dlma/data/loaders.py": {"sources", "sets", "prepare", "human", "agreement", "evaluate"},
     "dlma/reward/run.py": {"reward", "agreement", "evaluate", "truth", "human"},
     "dlma/agreement/measure.py": {"agreement", "evaluate", "human"},
     "dlma/generate/sampling.py": {"generate", "evaluate", "train", "recover"},
@@ -193,12 +195,15 @@ def test_same_params_give_identical_bytes(repo):
     assert sorted(repo.repro()) == ALWAYS
 
 
-def mlflow_runs(repo):
+def mlflow_runs(repo, *, evaluations: bool = False):
+    """The training runs (one per pipeline version) of the repository's store; with
+    evaluations=True, the evaluations' own runs instead."""
     import mlflow
 
     mlflow.set_tracking_uri(f"sqlite:///{repo.root / 'mlflow.db'}")
     mlflow.set_registry_uri(f"sqlite:///{repo.root / 'mlflow.db'}")
-    return mlflow.search_runs(experiment_names=["dlma"], output_format="list")
+    runs = mlflow.search_runs(experiment_names=["dlma"], output_format="list")
+    return [r for r in runs if (r.data.tags.get("dlma.role") == "evaluation") == evaluations]
 
 
 def test_mlflow_run_has_curves_and_a_model_that_generates(repo):
@@ -231,6 +236,52 @@ def test_mlflow_run_has_curves_and_a_model_that_generates(repo):
     assert not list((repo.root / ".dvc").rglob("mlflow.db"))
 
 
+def test_export_of_the_latest_version_loads_without_dlma(repo, tmp_path):
+    """README: after `dvc repro`, `dlma export --alias latest --out exported`, then a Python
+    without dlma loads the folder and generates (tests/export has the equality with the pipeline's model)."""
+    import mlflow
+
+    repo.run(sys.executable, "-c", "from dlma.cli import main; main()", "export", "--alias", "latest", "--out", str(tmp_path / "exported"))
+    got = standalone_answers(tmp_path / "exported", tmp_path)
+    assert len(got["answers"]) == len(PROMPTS) and all(a["answer_ids"] for a in got["answers"])
+    record = json.loads((tmp_path / "exported" / "dlma_export.json").read_text())
+    mlflow_runs(repo)  # points MLflow at the repository's store
+    newest = max(int(v.version) for v in mlflow.MlflowClient().search_model_versions("name='dlma'"))
+    assert record["registered"]["version"] == newest and record["evaluation_headline"] is not None
+    assert "**Headline" in (tmp_path / "exported" / "README.md").read_text()
+
+
+def test_after_a_failed_train_rerun_checkout_restores_the_model_and_its_reports(repo):
+    """DVC deletes a stage's outputs before running it: a train rerun that fails must leave
+    nothing that `dvc checkout` cannot restore (the report and curve are cached, as the model)."""
+    outputs = ["reports/train.json", "reports/plots/train.csv", "models/dlma/adapter_model.safetensors"]
+    before = {name: repo.sha(name) for name in outputs}
+    repo.set_param("train", "lora_target_modules", ["no_such_module"])
+    failed = repo.run("dvc", "repro", "train", check=False)
+    assert failed.returncode != 0 and "train.lora_target_modules: 'no_such_module' not in the model" in failed.stderr
+    repo.run("git", "checkout", "params.yaml")
+    repo.run("dvc", "checkout")
+    assert {name: repo.sha(name) for name in outputs} == before
+    assert sorted(repo.repro()) == ALWAYS
+
+
+def test_an_evaluation_only_experiment_keeps_the_first_evaluation(repo):
+    """`dvc exp run -S evaluate.limit=2` evaluates the same model again: its numbers go to a
+    run of their own, nested under the model's run, and the first evaluation's run keeps its own."""
+    version = json.loads((repo.root / "reports/train.json").read_text())["version"]
+    mine = [r for r in mlflow_runs(repo, evaluations=True) if r.data.tags["dlma.evaluates"] == version]
+    assert len(mine) == 1 and mine[0].data.params["evaluate.limit"] == "4"
+    first = dict(mine[0].data.metrics)
+    parent = mine[0].data.tags["mlflow.parentRunId"]
+    result = repo.run("dvc", "exp", "run", "--temp", "-n", "evalonly", "-S", "evaluate.limit=2")  # the workspace stays as it is
+    ran = re.findall(r"Running stage '([^']+)'", result.stdout + result.stderr)
+    assert "train" not in ran and "evaluate" in ran
+    after = {r.data.params["evaluate.limit"]: r for r in mlflow_runs(repo, evaluations=True) if r.data.tags["dlma.evaluates"] == version}
+    assert set(after) == {"4", "2"} and dict(after["4"].data.metrics) == first
+    assert after["2"].data.tags["mlflow.parentRunId"] == parent
+    assert after["2"].data.metrics["eval/agreement/outside/rows"] == 2 and first["eval/agreement/outside/rows"] == 4
+
+
 def test_queued_experiments_record_into_the_same_store_and_see_the_same_sets(repo):
     before = {r.info.run_id for r in mlflow_runs(repo)}
     repo.run("dvc", "exp", "run", "-n", "beta02", "-S", "train.beta=0.2")
@@ -248,6 +299,14 @@ def test_queued_experiments_record_into_the_same_store_and_see_the_same_sets(rep
     new = [r for r in mlflow_runs(repo) if r.info.run_id not in before]
     assert sorted(r.data.tags.get("dvc.experiment") for r in new) == ["beta02", "beta03", "beta04"]
     assert sorted(r.data.params["train.beta"] for r in new) == ["0.2", "0.3", "0.4"]
+    # Each experiment's model is registered under its name as an alias: models:/dlma@beta03.
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    aliases = client.get_registered_model("dlma").aliases
+    for run in new:
+        version = client.get_model_version("dlma", aliases[run.data.tags["dvc.experiment"]])
+        assert version.run_id == run.info.run_id and aliases[run.info.run_name] == version.version
     # The queued runs worked in copies under .dvc/tmp/exps but wrote to the repository's store...
     assert not list((repo.root / ".dvc").rglob("mlflow.db"))
     # ... and evaluated the set outside the repository, as the workspace run did.

@@ -50,7 +50,8 @@ def run_human_and_reward(root: Path, monkeypatch, *, human: dict, reward: dict |
     params["evaluate"].update({"agreement_sets": [], "prompt_sets": []})
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     monkeypatch.chdir(root)
-    for args in (["human", "--train", "t.parquet", "--holdout", "h.parquet", "--report", "h.json"],
+    pl.DataFrame({"prompt": ["a prompt held out for evaluation"]}).write_parquet(root / "e.parquet")
+    for args in (["human", "--eval-prompts", "e.parquet", "--train", "t.parquet", "--holdout", "h.parquet", "--report", "h.json"],
                  ["reward", "--train", "t.parquet", "--holdout", "h.parquet", "--out", "models/reward", "--report", "r.json"]):
         result = CliRunner().invoke(app, args)
         assert result.exit_code == 0, (args[0], result.output)

@@ -142,12 +142,12 @@ def test_dpo_human_reads_hh_pairs_through_the_stages(tmp_path, tiny_model_dir, t
     monkeypatch.delenv("DVC_ROOT", raising=False)
     for args in (["model", "--out", "model.json"],
                  ["prepare", "--train", "train.parquet", "--eval", "eval.parquet", "--report", "prepare.json"],
-                 ["human", "--train", "human.parquet", "--holdout", "holdout.parquet", "--report", "h.json"],
+                 ["human", "--eval-prompts", "eval.parquet", "--train", "human.parquet", "--holdout", "holdout.parquet", "--report", "h.json"],
                  ["generate", "--prompts", "train.parquet", "--human", "human.parquet", "--model-id", "model.json",
                   "--out", "gen.parquet", "--report", "g.json"],
                  ["score", "--generated", "gen.parquet", "--model-id", "model.json", "--out", "scored.parquet", "--report", "s.json"],
                  ["filter", "--scored", "scored.parquet", "--out", "prefs.parquet", "--report", "f.json"],
-                 ["train", "--preferences", "prefs.parquet", "--model-id", "model.json", "--out", "models/dlma",
+                 ["train", "--preferences", "prefs.parquet", "--model-id", "model.json", "--out", "models/dlma", "--checkpoints", "models/checkpoints",
                   "--report", "train.json", "--curve", "curve.csv"]):
         result = CliRunner().invoke(app, args)
         assert result.exit_code == 0, (args[0], result.output)
@@ -170,7 +170,7 @@ def test_dpo_human_reads_hh_pairs_through_the_stages(tmp_path, tiny_model_dir, t
     # Asking for dpo_human without pairs is a clear error.
     params["human"].update({"source": "missing.jsonl", "optional": True})
     Path("params.yaml").write_text(yaml.safe_dump(params))
-    for args in (["human", "--train", "human.parquet", "--holdout", "holdout.parquet", "--report", "h.json"],
+    for args in (["human", "--eval-prompts", "eval.parquet", "--train", "human.parquet", "--holdout", "holdout.parquet", "--report", "h.json"],
                  ["generate", "--prompts", "train.parquet", "--human", "human.parquet", "--model-id", "model.json",
                   "--out", "gen.parquet", "--report", "g.json"]):
         result = CliRunner().invoke(app, args)

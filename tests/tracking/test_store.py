@@ -89,3 +89,36 @@ def shipped_tracking() -> dict:
     import yaml
 
     return yaml.safe_load((Path(__file__).resolve().parents[2] / "params.yaml").read_text())["tracking"]
+
+
+def test_replacing_a_version_run_spares_other_comparisons_and_carries_the_evaluation(tmp_path, local_store):
+    """A second run of the same pipeline version replaces the earlier runs of the same
+    comparison and experiment, never one that another comparison or experiment refers to; the
+    replaced run's evaluation (and its evaluations' own runs) move to the new run."""
+    client = mlflow.MlflowClient()
+    experiment = mlflow.create_experiment("replace", artifact_location=str(tmp_path / "artifacts"))
+    version = "0123456789abcdef"
+
+    def version_run(**tags) -> str:
+        with store.start_version_run(experiment, version, "dlma-01234567", tags) as run:
+            pass
+        return run.info.run_id
+
+    cmpa = version_run(**{store.COMPARISON_TAG: "cmpa", "dvc.experiment": "cmpa-dlma-s0"})
+    mine = version_run(**{store.COMPARISON_TAG: "cmpb", "dvc.experiment": "cmpb-dlma-s0"})
+    (tmp_path / "report.md").write_text("# evaluation")
+    version_run_id, evaluation_run = store.log_evaluation_run(experiment, version, "e" * 16, {"evaluate.limit": "4"},
+                                                              {"eval/win_rate/x/net": 0.25}, [str(tmp_path / "report.md")])
+    assert version_run_id == mine and client.get_run(evaluation_run).data.tags["mlflow.parentRunId"] == mine
+    again = version_run(**{store.COMPARISON_TAG: "cmpb", "dvc.experiment": "cmpb-dlma-s0"})  # cmpb trained again: same version
+    store.replace_version_runs(experiment, version, keep_run_id=again)
+    assert client.get_run(cmpa).info.lifecycle_stage == "active"  # cmpa's run stays
+    assert client.get_run(mine).info.lifecycle_stage == "deleted"  # cmpb's earlier run is replaced ...
+    assert client.get_run(again).data.metrics["eval/win_rate/x/net"] == 0.25  # ... its evaluation carried over
+    assert [a.path for a in client.list_artifacts(again, "evaluation")] == ["evaluation/report.md"]
+    assert client.get_run(evaluation_run).data.tags["mlflow.parentRunId"] == again
+    # The same evaluation logged again reuses its run; another evaluation gets a run of its own.
+    _, same = store.log_evaluation_run(experiment, version, "e" * 16, {"evaluate.limit": "4"}, {"eval/win_rate/x/net": 0.25}, [])
+    _, other = store.log_evaluation_run(experiment, version, "f" * 16, {"evaluate.limit": "2"}, {"eval/win_rate/x/net": 0.5}, [])
+    assert same == evaluation_run and other != evaluation_run
+    assert client.get_run(evaluation_run).data.metrics["eval/win_rate/x/net"] == 0.25

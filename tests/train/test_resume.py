@@ -21,7 +21,7 @@ from tests.train.test_train import preference_frame
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
-TRAIN_ARGS = ["--preferences", "prefs.parquet", "--model-id", "model.json", "--out", "models/dlma",
+TRAIN_ARGS = ["--preferences", "prefs.parquet", "--model-id", "model.json", "--out", "models/dlma", "--checkpoints", "models/checkpoints",
               "--report", "reports/train.json", "--curve", "reports/plots/train.csv"]
 
 

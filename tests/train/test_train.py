@@ -92,7 +92,7 @@ def project(tmp_path, tiny_model_dir, base, monkeypatch):
 
 def run_train(preferences="prefs.parquet"):
     return CliRunner().invoke(app, [
-        "train", "--preferences", preferences, "--model-id", "model.json", "--out", "models/dlma",
+        "train", "--preferences", preferences, "--model-id", "model.json", "--out", "models/dlma", "--checkpoints", "models/checkpoints",
         "--report", "reports/train.json", "--curve", "reports/plots/train.csv",
     ])
 
