@@ -38,13 +38,12 @@ def test_the_sets_stage_records_an_external_judge_model_by_content(tiny_model_di
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["evaluate"].update({"agreement_sets": [], "prompt_sets": [], "reward_model": "judge"})
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    (tmp_path / "dvc.yaml").write_text((REPO / "dvc.yaml").read_text())
     (tmp_path / ".dvc").mkdir()
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("DVC_ROOT", raising=False)
 
     def recorded() -> dict:
-        assert CliRunner().invoke(app, ["sets", "--out", "sets.json"]).exit_code == 0
+        assert CliRunner().invoke(app, ["sets", "--out", "sets.json", "--reward-dir", "models/reward"]).exit_code == 0
         return json.loads((tmp_path / "sets.json").read_text())
 
     first = recorded()

@@ -32,7 +32,7 @@ ARGS = {
     "filter": ["filter", "--scored", "scored.parquet", "--out", "prefs.parquet", "--report", "filter.json"],
     "train": ["train", "--preferences", "prefs.parquet", "--model-id", "model.json", "--out", "models/dlma", "--checkpoints", "models/checkpoints",
               "--report", "train.json", "--curve", "curve.csv"],
-    "sets": ["sets", "--out", "sets.json"],
+    "sets": ["sets", "--out", "sets.json", "--reward-dir", "models/reward"],
     "human": ["human", "--eval-prompts", "eval.parquet", "--train", "human.parquet", "--holdout", "holdout.parquet", "--report", "human.json"],
     "reward": ["reward", "--train", "human.parquet", "--holdout", "holdout.parquet", "--out", "models/reward",
                "--report", "reward.json"],
