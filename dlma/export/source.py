@@ -57,7 +57,7 @@ def _version_of(client, name: str, version: int | None, alias: str | None):
                         f"aliases there: {', '.join(known) or 'none'}") from None
 
 
-def _run_evaluation(client, run_id: str) -> dict | None:
+def _run_evaluation(run_id: str) -> dict | None:
     import mlflow
 
     try:
@@ -86,7 +86,7 @@ def from_registry(tracking: TrackingParams, root: Path, *, version: int | None, 
         model_dir=model_dir, card=read_card(model_dir), described_as=model_uri(tracking.model_name, version=version, alias=alias),
         registered={"name": tracking.model_name, "version": int(found.version), "aliases": sorted(found.aliases),
                     "run_id": found.run_id, "run_name": run.info.run_name},
-        params=dict(run.data.params), evaluation=_run_evaluation(client, found.run_id),
+        params=dict(run.data.params), evaluation=_run_evaluation(found.run_id),
     )
 
 
@@ -110,5 +110,5 @@ def from_folder(model_dir: Path, tracking: TrackingParams, root: Path) -> Export
         source.registered = {"name": found.name, "version": int(found.version), "aliases": sorted(found.aliases),
                              "run_id": run.info.run_id, "run_name": run.info.run_name}
     source.params = dict(run.data.params)
-    source.evaluation = _run_evaluation(client, run.info.run_id)
+    source.evaluation = _run_evaluation(run.info.run_id)
     return source
