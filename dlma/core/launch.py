@@ -48,7 +48,30 @@ def main(argv: list[str]) -> None:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
     cmd = command(params, argv[1], argv[2:])
+    if os.environ.get("DVC_STAGE"):
+        die_with_parent()
     os.execv(cmd[0], cmd)  # the stage's exit code is this command's
+
+
+def die_with_parent() -> bool:
+    """Under DVC: have the kernel send this process SIGTERM when its parent (the `dvc`
+    process: DVC runs the stage's command through `$SHELL -c`, which execs it) dies, so a
+    killed `dvc` leaves no stage running on (an orphaned train went on to register its model
+    while the rerun registered it again). It survives the exec into the stage, or into
+    torchrun / accelerate, which stop their workers on SIGTERM. Linux only (prctl); elsewhere
+    a no-op. Returns whether it was set."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+    import signal
+
+    PR_SET_PDEATHSIG = 1
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+        return False
+    if os.getppid() == 1:  # the parent died before prctl: no signal will come
+        os.kill(os.getpid(), signal.SIGTERM)
+    return True
 
 
 if __name__ == "__main__":

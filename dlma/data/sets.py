@@ -15,6 +15,7 @@ from dlma.core.config import build, read_params_file
 from dlma.core.errors import DlmaError
 from dlma.core.hashing import file_sha256
 from dlma.core.paths import looks_like_path, resolve_source
+from dlma.data.identity import source_identity
 from dlma.data.params import AgreementSet, PromptSet
 
 
@@ -63,7 +64,8 @@ def identity(sets: EvalSets) -> dict:
                 entry["skipped"] = skipped
             elif looks_like_path(spec.source):
                 entry["sha256"] = file_sha256(source)
-            else:
-                entry["hub"] = True
+            else:  # a hub data set: the content hash of its copy, rows and revision (as data.source)
+                hub = source_identity(spec.source, key=f"evaluation set '{spec.name}'")
+                entry |= {key: hub[key] for key in ("split", "sha256", "rows", "revision")}
             out[f"{kind}/{spec.name}"] = entry
     return out

@@ -146,7 +146,7 @@ def kl_to_base(policy, base, tokenizer, contexts: list[list[int]], samples: list
     (the reward-vs-KL frontier's x axis, as in the DPO paper). With the sampler's top-k /
     top-p the answers come from the truncated policy while the log-probs are the full
     softmax's: the estimate is of the log-ratio on the answers the policy actually gives."""
-    pairs = [(context, response_tokens(tokenizer, s.token_ids, s.finish)) for context, s in zip(contexts, samples)]
+    pairs = [(context, response_tokens(tokenizer, s.token_ids, s.finish, s.eos_id)) for context, s in zip(contexts, samples)]
 
     def logps(model) -> np.ndarray:
         return response_logprobs(model, pairs, pad_id=tokenizer.pad_token_id, batch_size=score.batch_size,

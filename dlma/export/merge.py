@@ -17,6 +17,7 @@ from dlma.export.card import model_card, provenance
 from dlma.export.source import ExportSource
 from dlma.export.template import export_chat_template
 from dlma.lm.prompts import bare_uses_chat
+from dlma.generate.sampling import eos_ids_of_model
 from dlma.model import load_aligned
 
 log = logging.getLogger(__name__)
@@ -31,7 +32,8 @@ def _generation_config(model, tokenizer, generate: dict):
     config.do_sample = True
     config.temperature, config.top_p, config.top_k = generate["temperature"], generate["top_p"], generate["top_k"]
     config.max_new_tokens = generate["max_new_tokens"]
-    config.eos_token_id = tokenizer.eos_token_id
+    eos_ids = sorted(eos_ids_of_model(model, tokenizer))  # all of them, as the pipeline stopped at any
+    config.eos_token_id = eos_ids[0] if len(eos_ids) == 1 else eos_ids
     config.pad_token_id = tokenizer.pad_token_id
     return config
 

@@ -60,6 +60,8 @@ def generate_pairs(model, tokenizer, frame: pl.DataFrame, prompts: PromptsParams
         pl.Series("new_tokens_neg", [s.n_tokens for s in neg], dtype=pl.Int32),
         pl.Series("response_pos_ids", [list(s.token_ids) for s in pos], dtype=pl.List(pl.Int32)),
         pl.Series("response_neg_ids", [list(s.token_ids) for s in neg], dtype=pl.List(pl.Int32)),
+        pl.Series("eos_pos", [s.eos_id for s in pos], dtype=pl.Int32),  # the EOS id sampled (null: cut at max_new_tokens)
+        pl.Series("eos_neg", [s.eos_id for s in neg], dtype=pl.Int32),
     )
     complete = sum(s.finish == "eos" for s in samples)
     report = {

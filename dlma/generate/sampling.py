@@ -34,6 +34,9 @@ class Sample:
     finish: str  # "eos" (the model ended it) or "length" (cut at max_new_tokens)
     n_tokens: int
     token_ids: tuple[int, ...]  # the sampled tokens, without the EOS that ended them
+    # The EOS id that ended it (finish "eos"): a model may have several (Llama-3: <|eot_id|>
+    # and <|end_of_text|>), and score and train must see the one the model sampled.
+    eos_id: int | None = None
 
 
 def row_seed(seed: int, row_id: str, side: str) -> int:
@@ -75,26 +78,27 @@ class PerRowSampler(LogitsProcessor):
         return only
 
 
-def _eos_ids(model, tokenizer) -> set[int]:
+def eos_ids_of_model(model, tokenizer) -> set[int]:
+    """Every id that ends an answer: the generation config's (one or several) and the tokenizer's."""
     configured = model.generation_config.eos_token_id
     ids = set(configured if isinstance(configured, list) else [configured] if configured is not None else [])
     ids.add(tokenizer.eos_token_id)
     return ids
 
 
-def _cut_at_eos(new_tokens: list[int], eos_ids: set[int]) -> tuple[list[int], str]:
+def _cut_at_eos(new_tokens: list[int], eos_ids: set[int]) -> tuple[list[int], str, int | None]:
     for position, token in enumerate(new_tokens):
         if token in eos_ids:
-            return new_tokens[:position], "eos"
-    return new_tokens, "length"
+            return new_tokens[:position], "eos", token
+    return new_tokens, "length", None
 
 
 def sample_from_tokens(new_tokens: list[int], eos_ids: set[int], tokenizer) -> Sample:
     """A sampled continuation as a Sample: cut at the first EOS, decoded without special
     tokens (both engines, so their tables have the same form)."""
-    kept, finish = _cut_at_eos(new_tokens, eos_ids)
+    kept, finish, eos_id = _cut_at_eos(new_tokens, eos_ids)
     return Sample(text=tokenizer.decode(kept, skip_special_tokens=True).strip(), finish=finish, n_tokens=len(kept),
-                  token_ids=tuple(kept))
+                  token_ids=tuple(kept), eos_id=eos_id)
 
 
 @torch.inference_mode()
@@ -106,7 +110,7 @@ def sample_responses(
     the processes of a multi-process run); results come back in the input order."""
     if len(seeds) != len(contexts):
         raise ValueError("one seed per context")
-    eos_ids = _eos_ids(model, tokenizer)
+    eos_ids = eos_ids_of_model(model, tokenizer)
     order = sorted(range(len(contexts)), key=lambda i: (len(contexts[i]), i))
     batches = [order[start:start + params.batch_size] for start in range(0, len(order), params.batch_size)]
     results: list[Sample | None] = [None] * len(contexts)

@@ -78,7 +78,9 @@ def parse_outputs(lines: list[str], tokenizer, eos_ids: set[int], expected: int,
             raise DlmaError(f"{source}, line {number}: not a vLLM answer ({exc})") from exc
         sample = sample_from_tokens(tokens, eos_ids, tokenizer)
         if sample.finish == "length" and output.get("finish_reason") == "stop":  # EOS not echoed in token_ids
-            sample = Sample(text=sample.text, finish="eos", n_tokens=sample.n_tokens, token_ids=sample.token_ids)
+            stop = output.get("stop_reason")  # the stop token id; None: the model's EOS
+            eos_id = stop if isinstance(stop, int) and stop in eos_ids else tokenizer.eos_token_id
+            sample = Sample(text=sample.text, finish="eos", n_tokens=sample.n_tokens, token_ids=sample.token_ids, eos_id=eos_id)
         samples.append(sample)
     return samples
 

@@ -42,7 +42,9 @@ def main(request_path: str, out_path: str) -> None:
     with open(tmp, "w") as handle:
         for output in outputs:  # vLLM returns them in request order
             completion = output.outputs[0]
-            handle.write(json.dumps({"token_ids": list(completion.token_ids), "finish_reason": completion.finish_reason}) + "\n")
+            # stop_reason: the stop token id that ended it (None when it was the model's own EOS)
+            handle.write(json.dumps({"token_ids": list(completion.token_ids), "finish_reason": completion.finish_reason,
+                                     "stop_reason": completion.stop_reason}) + "\n")
     import os
 
     os.replace(tmp, out_path)

@@ -146,11 +146,15 @@ def encode_response(tokenizer, response: str) -> list[int]:
     return encode_text(tokenizer, response) + [tokenizer.eos_token_id]
 
 
-def response_tokens(tokenizer, sampled_ids, finish: str) -> list[int]:
+def response_tokens(tokenizer, sampled_ids, finish: str, eos_id: int | None) -> list[int]:
     """A sampled response as it is scored and trained: the very tokens the model sampled,
-    plus EOS only when the model produced it (finish == "eos"); a response cut at
-    max_new_tokens gets none, so no loss term asks for an end in mid-sentence."""
-    return [int(t) for t in sampled_ids] + ([tokenizer.eos_token_id] if finish == "eos" else [])
+    plus the EOS the model produced (`eos_id`, one of its EOS ids; a table written before
+    it was recorded has none: the tokenizer's) only when it produced one (finish == "eos");
+    a response cut at max_new_tokens gets none, so no loss term asks for an end in
+    mid-sentence."""
+    if finish != "eos":
+        return [int(t) for t in sampled_ids]
+    return [int(t) for t in sampled_ids] + [int(eos_id) if eos_id is not None else tokenizer.eos_token_id]
 
 
 def encode_contexts(tokenizer, params: PromptsParams, queries: list[str], role: Role,

@@ -39,8 +39,9 @@ def scored_responses(tokenizer, frame: pl.DataFrame, side: str) -> list[list[int
     decode / re-encode of its text; a table of texts only (human-labelled pairs, answers
     judged in evaluate) is encoded, with EOS, as the official code does."""
     if f"response_{side}_ids" in frame.columns:
-        return [response_tokens(tokenizer, ids, finish)
-                for ids, finish in zip(frame[f"response_{side}_ids"].to_list(), frame[f"finish_{side}"].to_list())]
+        eos = frame[f"eos_{side}"].to_list() if f"eos_{side}" in frame.columns else [None] * frame.height
+        return [response_tokens(tokenizer, ids, finish, eos_id)
+                for ids, finish, eos_id in zip(frame[f"response_{side}_ids"].to_list(), frame[f"finish_{side}"].to_list(), eos)]
     return [encode_response(tokenizer, text) for text in frame[f"response_{side}"].to_list()]
 
 

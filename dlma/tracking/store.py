@@ -250,14 +250,20 @@ def log_trained_model(model_dir: Path, *, model_name: str, version: str, signatu
 
     from dlma.tracking import pyfunc_entry
 
+    client = mlflow.MlflowClient()
+    run_id = mlflow.active_run().info.run_id
+    # A resumed run that had registered its model before it was killed: that version is
+    # replaced by this one, so a run has one registered version.
+    earlier = [v.version for v in client.search_model_versions(f"name='{model_name}' and run_id='{run_id}'")]
     info = mlflow.pyfunc.log_model(
         name="model", python_model=pyfunc_entry.__file__, artifacts={"model": str(model_dir)}, signature=signature,
         registered_model_name=model_name, pip_requirements=["dlma"], tags={VERSION_TAG: version},
     )
     registered = str(info.registered_model_version)
-    client = mlflow.MlflowClient()
     for alias in aliases:
         client.set_registered_model_alias(model_name, alias, registered)
+    for number in earlier:
+        client.delete_model_version(model_name, number)
     log.info("registered model %s version %s, aliases: %s (and MLflow's own `models:/%s/latest`)",
              model_name, registered, ", ".join(aliases) or "none", model_name)
     return registered

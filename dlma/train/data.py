@@ -67,16 +67,31 @@ def tokenise_preferences(
     return rows, {"pairs": len(rows), "skipped_too_long": skipped}
 
 
-def add_reference_logps(rows: list[dict], model, tokenizer, *, batch_size: int) -> None:
-    """Compute reference log-probs once, before training, when the table lacks them."""
+def add_reference_logps(rows: list[dict], model, tokenizer, *, batch_size: int, autocast_dtype=None) -> dict | None:
+    """Compute the reference log-probs of every pair once, before training: when the table
+    lacks them, or (`autocast_dtype`) in training's reduced precision. Returns, where the
+    rows had stored ones, how far the new values moved from them (nats per response)."""
+    import contextlib
+
+    import numpy as np
+    import torch
+
     pairs = [(r["prompt_ids"], r["chosen_ids"]) for r in rows] + [(r["prompt_ids"], r["rejected_ids"]) for r in rows]
-    logps = response_logprobs(model, pairs, pad_id=tokenizer.pad_token_id, batch_size=batch_size,
-                              padding_side="right", desc="reference")  # trl's collator pads on the right
+    device_type = next(model.parameters()).device.type
+    autocast = torch.autocast(device_type, dtype=autocast_dtype) if autocast_dtype else contextlib.nullcontext()
+    with autocast:
+        logps = response_logprobs(model, pairs, pad_id=tokenizer.pad_token_id, batch_size=batch_size,
+                                  padding_side="right", desc="reference")  # trl's collator pads on the right
+    stored = [r.get("ref_chosen_logps") for r in rows] + [r.get("ref_rejected_logps") for r in rows]
     for index, row in enumerate(rows):
         row["ref_chosen_logps"] = float(logps[index])
         row["ref_rejected_logps"] = float(logps[len(rows) + index])
         if not (math.isfinite(row["ref_chosen_logps"]) and math.isfinite(row["ref_rejected_logps"])):
             raise DlmaError(f"reference log-prob is not finite for id={row['id']!r}")
+    if any(value is None for value in stored):
+        return None
+    gaps = np.abs(np.asarray(logps) - np.asarray(stored, dtype=np.float64))
+    return {"responses": int(gaps.size), "median_gap": float(np.median(gaps)), "max_gap": float(gaps.max())}
 
 
 def check_reference_numerics(rows: list[dict], model, tokenizer, *, pairs: int, tolerance: float | None,

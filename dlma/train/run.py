@@ -119,6 +119,25 @@ def restore_lora_dropout(model, probability: float) -> int:
     return count
 
 
+def hold_version_lock(checkpoints: Path, version: str):
+    """One `train` of a pipeline version at a time (the main process holds it; the kernel
+    drops it when the process dies): a second one, e.g. a rerun while an orphaned stage of a
+    killed `dvc` still trains, would resume the same MLflow run and register the model twice.
+    Keep the returned lock referenced while training."""
+    from filelock import FileLock, Timeout
+
+    if int(os.environ.get("RANK", "0")) != 0:
+        return None
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(checkpoints / f"{version}.lock"), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise DlmaError(f"another train of pipeline version {version} is running (it holds {lock.lock_file}); "
+                        "wait for it or stop it, then run again") from None
+    return lock
+
+
 def latest_checkpoint(directory: Path) -> Path | None:
     found = [p for p in directory.glob("checkpoint-*") if re.fullmatch(r"checkpoint-\d+", p.name) and (p / "trainer_state.json").is_file()]
     return max(found, key=lambda p: int(p.name.split("-")[1])) if found else None
@@ -164,6 +183,12 @@ def train(model, tokenizer, rows: list[dict], params: TrainParams, checkpoint_di
         callbacks=[CurveLogger(), *(callbacks or [])],
     )
     restore_lora_dropout(trainer.model, params.lora_dropout)
+    kind = trainer.accelerator.distributed_type.value
+    log.info("training on %d process(es): %s", trainer.accelerator.num_processes, kind)
+    if os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true" and kind != "FSDP":
+        # accelerate (1.x) shards with FSDP on accelerators only; on CPU it runs DDP instead.
+        log.warning("run.accelerate_config asks for FSDP, but accelerate runs FSDP on GPUs (and other accelerators) "
+                    "only: this run is %s, every process holding the whole model", kind)
     resume = latest_checkpoint(checkpoint_dir)
     if resume is not None:
         log.info("resuming from %s", resume)
@@ -173,8 +198,12 @@ def train(model, tokenizer, rows: list[dict], params: TrainParams, checkpoint_di
     resumed_from = int(resume.name.split("-")[1]) if resume else 0
     curve_losses = [row["loss"] for row in curve_rows(trainer.state.log_history)]
     # From the logged curve (it survives a resume), not the trainer's running total (it does not).
+    # How the processes shared the work (DDP, FSDP, DeepSpeed or one process): what ran, as
+    # accelerate set it up from run.launcher / run.accelerate_config.
+    parallel = {"processes": trainer.accelerator.num_processes, "type": trainer.accelerator.distributed_type.value}
     summary = {"steps": trainer.state.global_step,
-               "train_loss_mean": sum(curve_losses) / len(curve_losses) if curve_losses else result.training_loss}
+               "train_loss_mean": sum(curve_losses) / len(curve_losses) if curve_losses else result.training_loss,
+               "parallel": parallel}
     timings = {"train_seconds": elapsed, "seconds_per_step": elapsed / max(trainer.state.global_step - resumed_from, 1),
                "resumed_from_step": resumed_from}
     return trainer, summary, timings

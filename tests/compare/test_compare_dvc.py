@@ -84,3 +84,59 @@ def test_compare_runs_every_method_and_seed_and_reports_them(tmp_path_factory, t
     repo.run(sys.executable, "-c", "from dlma.cli import main; main()", "compare", "--collect")
     again = json.loads((root / "reports" / "compare.json").read_text())
     assert again["vs_base"] == compare["vs_base"]
+
+
+def many_eos_model(source, target):
+    """A copy of the tiny model whose generation config lists one id in six as EOS (as Llama-3
+    lists two): its answers end within a few tokens, as a real model's do, so the shipped
+    filter (drop_truncated: both) has complete answers to keep."""
+    import shutil
+
+    shutil.copytree(source, target)
+    config_path = target / "generation_config.json"
+    config = json.loads(config_path.read_text())
+    eos = config["eos_token_id"]
+    config["eos_token_id"] = sorted({eos, *range(3, 384, 6)})
+    config_path.write_text(json.dumps(config))
+    return target
+
+
+def test_compare_trains_rlaif_and_context_distillation_with_the_shipped_filter(tmp_path_factory, tiny_model_dir):
+    """The baselines other tests leave out, through `dlma compare`, with the shipped filter
+    default (drop_truncated: both, which other tests turn off) on a model with several EOS ids."""
+    import polars as pl
+
+    work = tmp_path_factory.mktemp("baselines")
+    model = many_eos_model(tiny_model_dir, work / "model")
+    small = {section: values for section, values in SMALL.items() if section != "filter"}  # the shipped filter
+    root = work / "project"
+    root.mkdir()
+    repo = DvcRepo(root, model, small | {"generate": {"max_new_tokens": 10, "batch_size": 4},
+                                         "evaluate": SMALL["evaluate"] | {"judges": ["self_contrast", "refusal"]}})
+    params = repo.params()
+    assert params["filter"]["drop_truncated"] == "both"
+    params["compare"].update({"name": "b", "methods": ["rlaif", "context_distillation", "base"], "seeds": [0], "bootstrap": 50,
+                              "set": {"filter.max_pairs": 3, "train.max_steps": -1, "train.batch_size": 1}})
+    repo.write_params(params)
+    repo.commit("baselines setup")
+    repo.run(sys.executable, "-c", "from dlma.cli import main; main()", "compare")
+    compare = json.loads((root / "reports" / "compare.json").read_text())
+    assert sorted(compare["experiments"]) == ["b-context-distillation-s0", "b-rlaif-s0"] and compare["left_out"] == {}
+    # Both trained on the same budget: 3 pairs, 3 steps (filter.max_pairs caps each method).
+    assert {m: (b["pairs"], b["steps"]) for m, b in compare["budget"].items()} == {
+        "rlaif": ([3], [3]), "context_distillation": ([3], [3])}
+    assert compare["equal_budget"]
+    assert set(compare["vs_base"]) == {"rlaif", "context_distillation"}
+    # The filter each experiment ran: the shipped `both` rule, counted against the generated table.
+    for name in compare["experiments"]:
+        repo.run("dvc", "exp", "apply", name)
+        generated = pl.read_parquet(root / "data" / "generated.parquet")
+        both_cut = int(((generated["finish_pos"] == "length") & (generated["finish_neg"] == "length")).sum())
+        report = json.loads((root / "reports" / "filter.json").read_text())
+        assert report["dropped"]["both_truncated"] == both_cut, name
+        assert generated.height - both_cut >= 3  # enough complete answers for the budget
+        # The answers end at several of the model's EOS ids, and the scored tokens end with that very id.
+        ended = generated.filter(pl.col("finish_pos") == "eos")
+        assert ended["eos_pos"].n_unique() > 1
+        scored = pl.read_parquet(root / "data" / "scored.parquet").filter(pl.col("finish_pos") == "eos")
+        assert [t[-1] for t in scored["tokens_pos"].to_list()] == scored["eos_pos"].to_list()

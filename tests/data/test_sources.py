@@ -116,3 +116,22 @@ def test_the_shipped_dvc_yaml_takes_a_hub_id_as_data_source(tmp_path_factory, ti
     repo.set_param("data", "source", "nobody/no-such-set")
     failed = repo.run("dvc", "repro", "prepare", check=False)
     assert failed.returncode != 0 and "error: data.source 'nobody/no-such-set' split 'train': not reachable" in failed.stderr
+
+
+def test_a_hub_evaluation_set_is_named_by_its_content(offline_hub, tmp_path):
+    """An evaluation set given as a hub id is named as data.source is (content hash of the
+    cached copy, rows): a copy replaced in place changes the `sets` stage's output, so the
+    stages that judge with it rerun."""
+    from dlma.data.params import AgreementSet
+    from dlma.data.sets import EvalSets, identity
+
+    pairs = [{"id": f"p{i}", "prompt": r["prompt"], "chosen": "Sure, gladly.", "rejected": "No."} for i, r in enumerate(PROMPTS)]
+    cache_hub_dataset(offline_hub, "dlma/pairs", pairs, tmp_path)
+    spec = AgreementSet(name="hubset", source="dlma/pairs", format="auto", columns={}, pku_label="safer", pair="", optional=False)
+    first = identity(EvalSets(agreement_sets=[spec], prompt_sets=[]))["agreement/hubset"]
+    assert first["rows"] == 8 and len(first["sha256"]) == 64 and first["split"] == "train" and "hub" not in first
+    cache_hub_dataset(offline_hub, "dlma/pairs", pairs[:5], tmp_path)
+    changed = identity(EvalSets(agreement_sets=[spec], prompt_sets=[]))["agreement/hubset"]
+    assert changed["rows"] == 5 and changed["sha256"] != first["sha256"]
+    with pytest.raises(DlmaError, match="evaluation set 'gone' 'nobody/none' split 'train': not reachable"):
+        identity(EvalSets(agreement_sets=[spec.__class__(**{**spec.__dict__, "name": "gone", "source": "nobody/none"})], prompt_sets=[]))

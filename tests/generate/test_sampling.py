@@ -92,3 +92,40 @@ def test_draw_samples_the_distribution_over_its_support_only():
     assert all(abs(share - p) < 0.015 for share, p in zip(shares, (0.5, 0.3, 0.2)))
     again = torch.Generator().manual_seed(0)
     assert [draw(probs, again).item() for _ in range(50)] == picks[:50].tolist()  # the seed fixes the draws
+
+
+def test_temperature_and_top_p_sample_as_written_out_by_hand(tiny_lm):
+    """Non-default temperature and top-p: each step's token is the one drawn (same stream)
+    from softmax(logits / T), cut to the top-k, then to the smallest set of tokens whose
+    probability reaches top_p, renormalised: written out here without transformers' warpers."""
+    from dlma.generate.sampling import draw
+
+    model, tokenizer = tiny_lm
+    temperature, top_p, top_k, steps = 0.7, 0.8, 50, 8
+    params = shipped(GenerateParams, "generate", max_new_tokens=steps, batch_size=2, temperature=temperature, top_p=top_p,
+                     top_k=top_k, dtype="float32")
+    seeds = [row_seed(0, str(i), "pos") for i in range(3)]
+    sampled = sample_responses(model, tokenizer, contexts(tokenizer)[:3], params, seeds=seeds)
+
+    def by_hand(context: list[int], seed: int) -> list[int]:
+        generator, ids = torch.Generator().manual_seed(seed), list(context)
+        for _ in range(steps):
+            with torch.no_grad():
+                logits = model(input_ids=torch.tensor([ids])).logits[0, -1].float() / temperature
+            probs = torch.softmax(logits, -1)
+            probs[probs < torch.topk(probs, top_k).values[-1]] = 0.0  # top-k
+            ordered, order = torch.sort(probs / probs.sum(), descending=True)
+            before = torch.cumsum(ordered, 0) - ordered  # mass of the more likely tokens
+            cut = torch.zeros_like(probs)
+            cut[order[before < top_p]] = probs[order[before < top_p]]  # keep until top_p is reached
+            token = int(draw(cut / cut.sum(), generator))
+            if token == tokenizer.eos_token_id:
+                break
+            ids.append(token)
+        return ids[len(context):]
+
+    for sample, context, seed in zip(sampled, contexts(tokenizer)[:3], seeds):
+        assert list(sample.token_ids) == by_hand(context, seed)
+    plain = sample_responses(model, tokenizer, contexts(tokenizer)[:3], shipped(GenerateParams, "generate", max_new_tokens=steps,
+                             batch_size=2, dtype="float32"), seeds=seeds)
+    assert [s.token_ids for s in plain] != [s.token_ids for s in sampled]  # the params change the answers

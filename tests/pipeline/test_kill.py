@@ -75,3 +75,51 @@ def test_killed_forced_train_then_repro(tmp_path, tiny_model_dir):
     else:
         assert runs[0].info.run_id == first.info.run_id
         assert json.loads((repo.root / "reports/recover.json").read_text())["cleared"]["runs"]
+
+
+def stage_processes(root, module: str) -> list[int]:
+    """Pids of the processes running `python -m <module>` in the repository `root`."""
+    from pathlib import Path
+
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+            cwd = os.readlink(proc / "cwd")
+        except OSError:
+            continue
+        if module.encode() in cmdline and cwd == str(root):
+            found.append(int(proc.name))
+    return found
+
+
+def test_killing_only_dvc_stops_the_stage(tmp_path, tiny_model_dir):
+    """`kill -9` of the dvc process alone (not its process group) during train: the stage
+    stops too, instead of training on and registering its model while the rerun registers
+    it again. The rerun then ends with one finished run and one registered version."""
+    repo = DvcRepo(tmp_path, tiny_model_dir, SMALL | {"train": SMALL["train"] | {"max_steps": 200}})
+    process = subprocess.Popen(["dvc", "repro"], cwd=repo.root, env=repo.env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 600
+    while not list(repo.root.glob("models/checkpoints/*/checkpoint-5/trainer_state.json")):
+        assert process.poll() is None, "the pipeline ended before train could be killed"
+        assert time.time() < deadline
+        time.sleep(0.05)
+    (stage,) = stage_processes(repo.root, "stages.train")
+    os.kill(process.pid, signal.SIGKILL)  # dvc only: the stage is not in its process group's kill
+    process.wait()
+    deadline = time.time() + 20
+    while stage_processes(repo.root, "stages.train"):
+        assert time.time() < deadline, f"the stage (pid {stage}) still runs after dvc was killed"
+        time.sleep(0.1)
+    client = store(repo)
+    assert client.search_model_versions("name='dlma'") == []  # it stopped before registering
+
+    repo.repro()
+    version = json.loads((repo.root / "reports/train.json").read_text())["version"]
+    runs = version_runs(client, version)
+    assert [r.info.status for r in runs] == ["FINISHED"]
+    assert [v.run_id for v in client.search_model_versions("name='dlma'")] == [runs[0].info.run_id]
+    assert runs[0].data.metrics["timing/resumed_from_step"] >= 5

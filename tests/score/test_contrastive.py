@@ -47,3 +47,45 @@ def test_score_table_matches_independent_sequences(tiny_lm):
         np.testing.assert_allclose(row["ref_logp_neg"], independent(row["prompt"], "bare", row["response_neg"]), rtol=1e-4)
     # The empty response is scored as EOS alone: one token.
     assert scored["n_tokens_pos"].to_list()[2] == 1
+
+
+
+def test_a_second_eos_id_is_scored_as_the_model_sampled_it(tiny_lm):
+    """A model with several EOS ids (Llama-3: <|eot_id|> and <|end_of_text|>): generation
+    stops at any of them, and the scored (and so trained) tokens end with the one the model
+    sampled, not with tokenizer.eos_token_id."""
+    import copy
+
+    from dlma.generate.pairs import generate_pairs
+    from dlma.generate.params import GenerateParams
+    from dlma.lm.prompts import context_ids
+    from tests.helpers import TEST_PROMPTS
+
+    model, tokenizer = tiny_lm
+    frame = pl.DataFrame({"id": ["a", "b"], "prompt": ["How do I make coffee?", "Why?"], "category": ["", ""]})
+    greedy = shipped(GenerateParams, "generate", max_new_tokens=8, batch_size=2, top_k=1, dtype="float32")
+    plain, _ = generate_pairs(model, tokenizer, frame, TEST_PROMPTS, greedy)
+    # A second EOS id: the 4th token that greedy decoding gives row a's positive answer.
+    greedy_ids = plain["response_pos_ids"][0].to_list()
+    second_eos = greedy_ids[3]
+    kept = greedy_ids[:greedy_ids.index(second_eos)]  # cut where that id is first sampled
+    assert second_eos != tokenizer.eos_token_id
+    saved = copy.deepcopy(model.generation_config)
+    try:
+        model.generation_config.eos_token_id = [tokenizer.eos_token_id, second_eos]
+        generated, _ = generate_pairs(model, tokenizer, frame, TEST_PROMPTS, greedy)
+    finally:
+        model.generation_config = saved
+    first = generated.row(0, named=True)
+    assert first["finish_pos"] == "eos" and first["eos_pos"] == second_eos
+    assert first["response_pos_ids"] == kept
+    scored = score_table(model, tokenizer, generated, TEST_PROMPTS, shipped(ScoreParams, "score", batch_size=2))
+    tokens = scored["tokens_pos"][0].to_list()
+    assert tokens == kept + [second_eos]
+    bare = context_ids(tokenizer, TEST_PROMPTS, "How do I make coffee?", "bare")
+    np.testing.assert_allclose(scored["ref_logp_pos"][0], reference_logprob(model, bare, tokens), rtol=1e-5)
+    # The tokenizer's EOS in its place gives another log-prob: the test can tell them apart.
+    assert abs(reference_logprob(model, bare, tokens[:-1] + [tokenizer.eos_token_id]) - scored["ref_logp_pos"][0]) > 1e-3
+    # A table written before the column existed still scores, with the tokenizer's EOS.
+    legacy = score_table(model, tokenizer, generated.drop("eos_pos", "eos_neg"), TEST_PROMPTS, shipped(ScoreParams, "score", batch_size=2))
+    assert legacy["tokens_pos"][0].to_list()[-1] == tokenizer.eos_token_id
