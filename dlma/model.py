@@ -344,10 +344,11 @@ def read_card(model_dir: str | Path) -> dict:
         raise DlmaError(f"cannot read '{path}' ({exc}); is '{model_dir}' a model written by the train stage?") from exc
 
 
-def load_aligned(model_dir: str | Path, *, dtype=None, device=None):
+def load_aligned(model_dir: str | Path, *, dtype=None, device=None, attn_implementation: str | None = None,
+                 trainable: bool = False):
     """(model, tokenizer, card) for a directory written by the train stage: the LoRA
     adapter on its base model (resolved offline and checked by content hash), or the full
-    fine-tuned weights."""
+    fine-tuned weights. `trainable`: the adapter's weights train on (a later round)."""
     model_dir = Path(model_dir)
     card = read_card(model_dir)
     dtype = dtype or torch.float32
@@ -362,8 +363,9 @@ def load_aligned(model_dir: str | Path, *, dtype=None, device=None):
                 f"base model '{card['base']}' resolves to content {base.sha256[:12]}, but this adapter was "
                 f"trained on {card['base_sha256'][:12]}; point model.base at the original weights"
             )
-        model = load_causal_lm(base.path, dtype=dtype, device=device)
-        model = PeftModel.from_pretrained(model, str(model_dir)).eval()
+        model = load_causal_lm(base.path, dtype=dtype, device=device, attn_implementation=attn_implementation)
+        model = PeftModel.from_pretrained(model, str(model_dir), is_trainable=trainable)
+        model = model if trainable else model.eval()
     else:
-        model = load_causal_lm(model_dir, dtype=dtype, device=device)
+        model = load_causal_lm(model_dir, dtype=dtype, device=device, attn_implementation=attn_implementation)
     return model, tokenizer, card

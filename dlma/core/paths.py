@@ -68,3 +68,20 @@ def pipeline_path(name: str, root: Path | None = None) -> Path:
         if isinstance(entry, dict) and name in (entry.get("paths") or {}):
             return Path(entry["paths"][name])
     raise DlmaError(f"'{dvc_file}' names no path '{name}' under vars: paths")
+
+
+def pipeline_rounds(root: Path | None = None) -> dict:
+    """The later rounds dvc.yaml has stages for (`vars: rounds_later`): {round: its paths}."""
+    import yaml
+
+    from dlma.core.errors import DlmaError
+
+    dvc_file = (root or repository_root()) / "dvc.yaml"
+    try:
+        pipeline = yaml.safe_load(dvc_file.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise DlmaError(f"cannot read '{dvc_file}' ({exc}); run this command in the project's repository") from None
+    for entry in pipeline.get("vars") or []:
+        if isinstance(entry, dict) and "rounds_later" in entry:
+            return dict(entry["rounds_later"])
+    return {}

@@ -84,6 +84,7 @@ class EvaluateInputs:
     agreement: Path  # the agreement stage's summary (JSON)
     agreement_samples: Path  # and its per-pair verdicts (Parquet)
     sets: Path | None = None  # identities from the sets stage; None: not checked
+    baseline: Path | None = None  # a trained model to compare with instead of the base model (a round's previous round)
 
 
 @dataclass(frozen=True)
@@ -133,7 +134,10 @@ def answer_both(config: EvaluateConfig, inputs: EvaluateInputs, base_path: Path,
     def answer(model) -> list[Sample]:
         return sample_responses(model, tokenizer, contexts, config.generate, seeds=seeds)
 
-    samples = {"base": answer(load_causal_lm(base_path, dtype=dtype, device=device))}
+    baseline = (load_aligned(inputs.baseline, dtype=dtype, device=device)[0] if inputs.baseline is not None
+                else load_causal_lm(base_path, dtype=dtype, device=device))
+    samples = {"base": answer(baseline)}
+    del baseline
     aligned_model, _, _ = load_aligned(inputs.aligned, dtype=dtype, device=device)
     samples["aligned"] = answer(aligned_model)
     return samples, aligned_model
@@ -256,6 +260,8 @@ def evaluation_id(config: EvaluateConfig, inputs: EvaluateInputs) -> str:
     parts = {section: dataclasses.asdict(getattr(config, section)) for section in ("prompts", "generate", "score", "evaluate")}
     parts["inputs"] = {name: file_sha256(path) for name, path in (("eval_prompts", inputs.eval_prompts), ("sets", inputs.sets),
                                                                     ("agreement", inputs.agreement)) if path and Path(path).is_file()}
+    if inputs.baseline is not None:  # against another model than the base model: another evaluation
+        parts["baseline"] = read_card(inputs.baseline).get("version", str(inputs.baseline))
     return store.version_id(parts)
 
 

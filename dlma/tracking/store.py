@@ -239,7 +239,8 @@ def log_to_version_run(experiment_id: str, version: str, metrics: dict[str, floa
         return run.info.run_id
 
 
-def log_trained_model(model_dir: Path, *, model_name: str, version: str, signature, aliases: list[str]) -> str:
+def log_trained_model(model_dir: Path, *, model_name: str, version: str, signature, aliases: list[str],
+                      tags: dict[str, str] | None = None) -> str:
     """Log the model directory as the run's pyfunc model, register it under `model_name`
     and point `aliases` at the new version (an alias moves: it names one version at a time).
     Returns the registered version number.
@@ -257,9 +258,11 @@ def log_trained_model(model_dir: Path, *, model_name: str, version: str, signatu
     earlier = [v.version for v in client.search_model_versions(f"name='{model_name}' and run_id='{run_id}'")]
     info = mlflow.pyfunc.log_model(
         name="model", python_model=pyfunc_entry.__file__, artifacts={"model": str(model_dir)}, signature=signature,
-        registered_model_name=model_name, pip_requirements=["dlma"], tags={VERSION_TAG: version},
+        registered_model_name=model_name, pip_requirements=["dlma"], tags={VERSION_TAG: version, **(tags or {})},
     )
     registered = str(info.registered_model_version)
+    for key, value in (tags or {}).items():  # on the registered version too: `tags.dlma.round = '2'` finds it
+        client.set_model_version_tag(model_name, registered, key, value)
     for alias in aliases:
         client.set_registered_model_alias(model_name, alias, registered)
     for number in earlier:
@@ -322,6 +325,32 @@ def group_comparison(experiment_id: str, group: str, metrics: dict[str, float], 
         if run.info.run_id != parent.info.run_id:
             client.set_tag(run.info.run_id, "mlflow.parentRunId", parent.info.run_id)
     return parent.info.run_id
+
+
+ROUNDS_TAG = "dlma.rounds"  # the multi-round pipeline version a run belongs to
+
+
+def rounds_parent(experiment_id: str, rounds_version: str, first_round_version: str) -> str:
+    """The parent run of a multi-round pipeline version (one per version, made once): round
+    1's training run (the pipeline's own) and each later round's run are nested under it,
+    so the MLflow UI shows the rounds as one expandable row. Returns its run id."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    found = mlflow.search_runs(experiment_ids=[experiment_id], output_format="list",
+                               filter_string=f"tags.`{ROUNDS_TAG}` = '{rounds_version}' and tags.`dlma.role` = 'rounds'")
+    if found:
+        parent_id = found[0].info.run_id
+    else:
+        parent = client.create_run(experiment_id, run_name=f"rounds-{rounds_version[:8]}",
+                                   tags={ROUNDS_TAG: rounds_version, "dlma.role": "rounds"})
+        client.set_terminated(parent.info.run_id)
+        parent_id = parent.info.run_id
+    for run in version_runs(experiment_id, first_round_version):
+        if run.info.status == "FINISHED":
+            client.set_tag(run.info.run_id, "mlflow.parentRunId", parent_id)
+            client.set_tag(run.info.run_id, "dlma.round", "1")
+    return parent_id
 
 
 def clear_interrupted(experiment_id: str, version: str, checkpoint_dir: Path) -> dict:

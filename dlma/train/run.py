@@ -179,7 +179,8 @@ def train(model, tokenizer, rows: list[dict], params: TrainParams, checkpoint_di
         train_dataset=dataset,
         processing_class=tokenizer,
         data_collator=MarginPreferenceCollator(tokenizer.pad_token_id),
-        peft_config=lora_config(params),
+        # A model that has its adapter already (a later round training on) trains that adapter.
+        peft_config=None if hasattr(model, "peft_config") else lora_config(params),
         callbacks=[CurveLogger(), *(callbacks or [])],
     )
     restore_lora_dropout(trainer.model, params.lora_dropout)
