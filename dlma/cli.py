@@ -19,6 +19,8 @@ from stages import (
     prepare,
     recover,
     reward,
+    round_plan,
+    rounds_report,
     score,
     sets,
     sources,
@@ -26,13 +28,14 @@ from stages import (
     truth,
 )
 from stages import filter as filter_stage
+from stages import round as round_stage
 
 app = typer.Typer(
     help=(
         "DLMA: align a language model without human labels. The pipeline is "
         "model, sources -> prepare -> generate -> score -> filter -> train -> evaluate (with sets, human -> reward for the "
         "reward-model judge, agreement: every labeller against human labels, and truth: every labeller against the "
-        "true reward of a controlled objective); run it all with `dvc repro`, "
+        "true reward of a controlled objective; round_plan -> round -> rounds_report: iterative rounds, rounds.count); run it all with `dvc repro`, "
         "or one stage at a time with these commands (paths as in dvc.yaml)."
     ),
     no_args_is_help=True,
@@ -52,6 +55,9 @@ app.command("truth")(truth.main)
 app.command("evaluate")(evaluate.main)
 app.command("human")(human.main)
 app.command("reward")(reward.main)
+app.command("round_plan")(round_plan.main)
+app.command("round")(round_stage.main)
+app.command("rounds_report")(rounds_report.main)
 app.command("compare")(compare_command.main)
 app.command("export")(export_command.main)
 

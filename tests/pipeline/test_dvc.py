@@ -34,6 +34,10 @@ OUTSIDE_SET = {"name": "outside", "source": "../outside/pairs.jsonl", "format": 
 ALL_STAGES = {"model", "sources", "sets", "prepare", "human", "reward", "generate", "score", "filter", "train", "recover", "agreement", "truth",
               "evaluate"}
 ALWAYS = ["model", "recover", "sets", "sources"]  # re-checked on every repro (cheap)
+# The later rounds (rounds.count is 1 here): each writes a note that it did not run, and runs
+# again (seconds) when anything a round reads changes.
+LATER_ROUNDS = {"round@2", "round@3"}
+ALL_STAGES |= LATER_ROUNDS | {"round_plan@2", "round_plan@3", "rounds_report"}
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +69,11 @@ def test_outputs_and_reports(repo):
     assert "positive_fraction" in metrics and "rows_out" in metrics
     evaluation = pl.read_parquet(repo.root / "data/prompts_eval.parquet")
     assert set(evaluation["prompt"]).isdisjoint(scored["prompt"])
+    # rounds.count: 1, the one-round pipeline: the later rounds wrote a note only.
+    for number in (2, 3):
+        assert json.loads((repo.root / f"reports/rounds/{number}.json").read_text())["active"] is False
+        assert [p.name for p in (repo.root / f"rounds/{number}").iterdir()] == ["inactive.json"]
+    assert "One round (rounds.count is 1)" in (repo.root / "reports/rounds.md").read_text()
 
 
 def test_evaluation_outputs(repo):
@@ -101,19 +110,20 @@ ALL_MODEL_STAGES = {"model", "generate", "score", "train", "evaluate"}
 # it reruns on their edits (a few seconds).
 EDITS = {
     "dlma/core/io.py": ALL_STAGES,
-    "dlma/model.py": ALL_MODEL_STAGES | {"recover", "reward", "agreement", "truth", "human", "sets"},
-    "dlma/lm/prompts.py": {"generate", "score", "train", "agreement", "evaluate", "reward", "truth", "human", "recover"},
-    "dlma/data/loaders.py": {"sources", "sets", "prepare", "human", "agreement", "evaluate"},
-    "dlma/reward/run.py": {"reward", "agreement", "evaluate", "truth", "human"},
-    "dlma/agreement/measure.py": {"agreement", "evaluate", "human"},
-    "dlma/generate/sampling.py": {"generate", "evaluate", "train", "recover"},
-    "dlma/generate/params.py": {"generate", "train", "evaluate", "recover"},
-    "dlma/score/contrastive.py": {"score", "agreement", "evaluate", "truth", "human"},
-    "dlma/truth/sentiment.py": {"score", "agreement", "evaluate", "truth", "human"},
-    "dlma/filter/preferences.py": {"filter"},
-    "dlma/train/loss.py": {"train"},
-    "dlma/tracking/store.py": {"train", "recover", "evaluate"},
-    "dlma/evaluate/report.py": {"evaluate", "agreement", "human"},
+    "dlma/model.py": ALL_MODEL_STAGES | {"recover", "reward", "agreement", "truth", "human", "sets"} | LATER_ROUNDS,
+    "dlma/lm/prompts.py": {"generate", "score", "train", "agreement", "evaluate", "reward", "truth", "human", "recover"} | LATER_ROUNDS,
+    "dlma/data/loaders.py": {"sources", "sets", "prepare", "human", "agreement", "evaluate"} | LATER_ROUNDS,
+    "dlma/reward/run.py": {"reward", "agreement", "evaluate", "truth", "human"} | LATER_ROUNDS,
+    "dlma/agreement/measure.py": {"agreement", "evaluate", "human"} | LATER_ROUNDS,
+    "dlma/generate/sampling.py": {"generate", "evaluate", "train", "recover"} | LATER_ROUNDS,
+    "dlma/generate/params.py": {"generate", "train", "evaluate", "recover"} | LATER_ROUNDS,
+    "dlma/score/contrastive.py": {"score", "agreement", "evaluate", "truth", "human"} | LATER_ROUNDS,
+    "dlma/truth/sentiment.py": {"score", "agreement", "evaluate", "truth", "human"} | LATER_ROUNDS,
+    "dlma/filter/preferences.py": {"filter"} | LATER_ROUNDS,
+    "dlma/train/loss.py": {"train"} | LATER_ROUNDS,
+    "dlma/tracking/store.py": {"train", "recover", "evaluate"} | LATER_ROUNDS,
+    "dlma/evaluate/report.py": {"evaluate", "agreement", "human"} | LATER_ROUNDS,
+    "dlma/rounds/report.py": {"rounds_report"} | LATER_ROUNDS,
     "stages/filter.py": {"filter"},
 }
 
@@ -152,7 +162,7 @@ def test_score_param_reruns_score_and_filter_only(repo):
     # bf16 references are not the float32 policy's: train refuses them unless told not to check.
     repo.set_param("train", "reference_tolerance", None)
     # score.dtype is also the numerics of label agreement: it reruns too.
-    assert set(repo.repro()) == {"score", "filter", "train", "agreement", "truth", "evaluate", *ALWAYS}
+    assert set(repo.repro()) == {"score", "filter", "train", "agreement", "truth", "evaluate", "rounds_report", *LATER_ROUNDS, *ALWAYS}
     assert repo.sha("data/generated.parquet") == generated
     repo.run("git", "checkout", "params.yaml")
     repo.repro()
@@ -162,7 +172,7 @@ def test_generate_param_reruns_from_generate(repo):
     generated = repo.sha("data/generated.parquet")
     repo.set_param("generate", "seed", 1)
     # Label agreement does not depend on the trained model: it does not rerun.
-    assert set(repo.repro()) == {"generate", "score", "filter", "train", "truth", "evaluate", *ALWAYS}
+    assert set(repo.repro()) == {"generate", "score", "filter", "train", "truth", "evaluate", "rounds_report", *LATER_ROUNDS, *ALWAYS}
     assert repo.sha("data/generated.parquet") != generated
     repo.run("git", "checkout", "params.yaml")
     repo.repro()

@@ -114,12 +114,12 @@ def test_the_reference_is_the_base_model_by_default_and_the_previous_round_on_re
 def test_a_higher_count_runs_only_the_new_round(repo):
     repo.set_param("rounds", "count", 2)
     ran = set(repo.repro())
-    assert ran - ALWAYS == {"plan@2", "plan@3", "round@3"}, ran  # round 3 now writes its note only
+    assert ran - ALWAYS == {"round_plan@2", "round_plan@3", "round@3"}, ran  # round 3 now writes its note only
     assert json.loads((repo.root / "reports/rounds/3.json").read_text()) == {"round": 3, "active": False, "reason": "rounds.count is 2"}
     assert not (repo.root / "rounds/3/model").exists()
     repo.set_param("rounds", "count", 3)
     ran = set(repo.repro())
-    assert ran - ALWAYS == {"plan@2", "plan@3"}, ran  # round 3 is back from DVC's run cache, round 2 untouched
+    assert ran - ALWAYS == {"round_plan@2", "round_plan@3"}, ran  # round 3 is back from DVC's run cache, round 2 untouched
     assert json.loads((repo.root / "reports/rounds/3.json").read_text())["active"]
     repo.run("git", "checkout", "params.yaml", "dvc.lock")
     repo.run("dvc", "checkout")

@@ -51,7 +51,7 @@ def test_every_stage_of_dvc_yaml_is_a_command_with_its_help():
     for name, stage in stages.items():
         result = run(name, "--help")
         assert result.exit_code == 0, result.output
-        for option in re.findall(r"(--[a-z][a-z-]*)", stage["cmd"]):
+        for option in re.findall(r"(--[a-z][a-z-]*)", (stage.get("do") or stage)["cmd"]):  # foreach stages: under `do`
             assert option in result.output, (name, option)
 
 

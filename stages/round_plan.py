@@ -1,6 +1,6 @@
-"""Stage `plan@k`: whether round k runs (k <= rounds.count), as a file of its own.
+"""Stage `round_plan@k`: whether round k runs (k <= rounds.count), as a file of its own.
 
-    python -m stages.plan_round --round 2 --out data/rounds/2.json
+    python -m stages.round_plan --round 2 --out data/rounds/2.json
 
 Round k's stage depends on this file, not on rounds.count: raising the count from 2 to 3
 changes only round 3's plan, so only round 3 runs (rounds 2 and 1 stay as they are).
