@@ -51,37 +51,35 @@ def resolve_source(source: str) -> str:
     return str((repository_root() / path).resolve())
 
 
+def _pipeline_vars(root: Path | None) -> list:
+    """The `vars` entries of the repository's dvc.yaml."""
+    import yaml
+
+    from dlma.core.errors import DlmaError
+
+    dvc_file = (root or repository_root()) / "dvc.yaml"
+    try:
+        pipeline = yaml.safe_load(dvc_file.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise DlmaError(f"cannot read '{dvc_file}' ({exc}); run this command in the project's repository") from None
+    return [entry for entry in pipeline.get("vars") or [] if isinstance(entry, dict)]
+
+
 def pipeline_path(name: str, root: Path | None = None) -> Path:
     """A pipeline file as dvc.yaml names it (`vars: paths: <name>`), relative to the
     repository root: dvc.yaml is the one place a path is written, and commands that read the
     pipeline's outputs (`dlma compare`, `dlma export`) take it from there."""
-    import yaml
-
     from dlma.core.errors import DlmaError
 
-    dvc_file = (root or repository_root()) / "dvc.yaml"
-    try:
-        pipeline = yaml.safe_load(dvc_file.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise DlmaError(f"cannot read '{dvc_file}' ({exc}); run this command in the project's repository") from None
-    for entry in pipeline.get("vars") or []:
-        if isinstance(entry, dict) and name in (entry.get("paths") or {}):
+    for entry in _pipeline_vars(root):
+        if name in (entry.get("paths") or {}):
             return Path(entry["paths"][name])
-    raise DlmaError(f"'{dvc_file}' names no path '{name}' under vars: paths")
+    raise DlmaError(f"'{(root or repository_root()) / 'dvc.yaml'}' names no path '{name}' under vars: paths")
 
 
 def pipeline_rounds(root: Path | None = None) -> dict:
     """The later rounds dvc.yaml has stages for (`vars: rounds_later`): {round: its paths}."""
-    import yaml
-
-    from dlma.core.errors import DlmaError
-
-    dvc_file = (root or repository_root()) / "dvc.yaml"
-    try:
-        pipeline = yaml.safe_load(dvc_file.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise DlmaError(f"cannot read '{dvc_file}' ({exc}); run this command in the project's repository") from None
-    for entry in pipeline.get("vars") or []:
-        if isinstance(entry, dict) and "rounds_later" in entry:
+    for entry in _pipeline_vars(root):
+        if "rounds_later" in entry:
             return dict(entry["rounds_later"])
     return {}

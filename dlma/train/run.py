@@ -128,8 +128,9 @@ def hold_version_lock(checkpoints: Path, version: str):
 
     if int(os.environ.get("RANK", "0")) != 0:
         return None
-    checkpoints.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(checkpoints / f"{version}.lock"), timeout=0)
+    directory = checkpoints / version  # removed with the checkpoints when the version is done
+    directory.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(directory / ".train.lock"), timeout=0)
     try:
         lock.acquire()
     except Timeout:
