@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import yaml
@@ -71,3 +72,13 @@ class DvcRepo:
 
     def sha(self, relative: str) -> str:
         return hashlib.sha256((self.root / relative).read_bytes()).hexdigest()
+
+    def wait_for_queue(self, timeout: float = 900) -> str:
+        """Wait until `dvc queue status` shows nothing queued or running; return the status."""
+        deadline = time.time() + timeout
+        while True:
+            status = self.run("dvc", "queue", "status").stdout
+            if not re.search(r"\b(Queued|Running)\b", status):
+                return status
+            assert time.time() < deadline, status
+            time.sleep(5)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import re
 import sys
-import time
 from pathlib import Path
 
 import polars as pl
@@ -298,13 +297,7 @@ def test_queued_experiments_record_into_the_same_store_and_see_the_same_sets(rep
     repo.run("dvc", "exp", "run", "--queue", "-n", "beta03", "-S", "train.beta=0.3")
     repo.run("dvc", "exp", "run", "--queue", "-n", "beta04", "-S", "train.beta=0.4")
     repo.run("dvc", "queue", "start", "-j", "2")
-    deadline = time.time() + 900
-    while True:
-        status = repo.run("dvc", "queue", "status").stdout
-        if not re.search(r"\b(Queued|Running)\b", status):
-            break
-        assert time.time() < deadline, status
-        time.sleep(5)
+    status = repo.wait_for_queue()
     assert "Failed" not in status, status + repo.run("dvc", "queue", "logs", "beta03", check=False).stdout
     new = [r for r in mlflow_runs(repo) if r.info.run_id not in before]
     assert sorted(r.data.tags.get("dvc.experiment") for r in new) == ["beta02", "beta03", "beta04"]

@@ -4,8 +4,6 @@ every experiment records into it."""
 
 from __future__ import annotations
 
-import re
-import time
 
 import pytest
 
@@ -21,13 +19,7 @@ def test_three_queued_experiments_two_at_a_time_on_a_fresh_repository(tmp_path, 
     for beta in ("0.2", "0.3", "0.4"):
         repo.run("dvc", "exp", "run", "--queue", "-n", f"q{beta[-1]}", "-S", f"train.beta={beta}")
     repo.run("dvc", "queue", "start", "-j", "2")
-    deadline = time.time() + 900
-    while True:
-        status = repo.run("dvc", "queue", "status").stdout
-        if not re.search(r"\b(Queued|Running)\b", status):
-            break
-        assert time.time() < deadline, status
-        time.sleep(5)
+    status = repo.wait_for_queue()
     logs = "".join(repo.run("dvc", "queue", "logs", f"q{n}", check=False).stdout for n in (2, 3, 4))
     assert "Failed" not in status and status.count("Success") == 3, status + logs
     import mlflow

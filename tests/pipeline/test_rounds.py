@@ -71,7 +71,7 @@ def test_round_two_samples_with_round_one_weights(repo):
     assert round3["response_pos_ids"].to_list() == direct_generation(repo, repo.root / "rounds/2/model")["response_pos_ids"].to_list()
 
 
-def score_under(model_dir, frame: pl.DataFrame, repo, column: str, ids: str) -> np.ndarray:
+def score_under(model_dir, frame: pl.DataFrame, repo, ids: str) -> np.ndarray:
     """Summed log-probs of each pair's `ids` answer given the bare prompt, one sequence at a time."""
     from dlma.core.config import load_section
     from dlma.lm.params import PromptsParams
@@ -90,11 +90,10 @@ def score_under(model_dir, frame: pl.DataFrame, repo, column: str, ids: str) -> 
 
 def test_the_reference_is_the_base_model_by_default_and_the_previous_round_on_request(repo):
     preferences = pl.read_parquet(repo.root / "rounds/2/preferences.parquet")
-    under_base = score_under(None, preferences, repo, "ref_logp_chosen", "chosen_ids")
+    under_base = score_under(None, preferences, repo, "chosen_ids")
     np.testing.assert_allclose(preferences["ref_logp_chosen"].to_numpy(), under_base, rtol=1e-5, atol=1e-4)
-    under_round1 = score_under(repo.root / "models/dlma", preferences, repo, "ref_logp_chosen", "chosen_ids")
+    under_round1 = score_under(repo.root / "models/dlma", preferences, repo, "chosen_ids")
     assert np.abs(under_round1 - under_base).max() > 1e-3  # the test can tell the two references apart
-    # The self-rewarding score is round 1's model's: R recomputed under it matches.
     train = json.loads((repo.root / "rounds/2/train.json").read_text())
     assert train["round"] == 2 and train["steps"] == 3
 
@@ -104,7 +103,7 @@ def test_the_reference_is_the_base_model_by_default_and_the_previous_round_on_re
     assert ran - ALWAYS == {"round@2", "round@3", "rounds_report"}, ran
     preferences = pl.read_parquet(repo.root / "rounds/2/preferences.parquet")
     np.testing.assert_allclose(preferences["ref_logp_chosen"].to_numpy(),
-                               score_under(repo.root / "models/dlma", preferences, repo, "ref_logp_chosen", "chosen_ids"),
+                               score_under(repo.root / "models/dlma", preferences, repo, "chosen_ids"),
                                rtol=1e-5, atol=1e-4)
     assert set(repo.repro()) - ALWAYS == set()  # a second repro runs nothing
     repo.run("git", "checkout", "params.yaml", "dvc.lock")  # back to the committed three rounds
