@@ -66,6 +66,11 @@ def die_with_parent() -> bool:
     import signal
 
     PR_SET_PDEATHSIG = 1
+    # An ignored or blocked SIGTERM survives exec: under a parent that ignores it (a CI runner,
+    # `nohup`-style job wrappers) the death signal would be dropped and the orphan would train
+    # on. A stage under DVC is meant to die with it, so take the default action back.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
         return False

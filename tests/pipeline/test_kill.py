@@ -97,11 +97,15 @@ def stage_processes(root, module: str) -> list[int]:
 
 def test_killing_only_dvc_stops_the_stage(tmp_path, tiny_model_dir):
     """`kill -9` of the dvc process alone (not its process group) during train: the stage
-    stops too, instead of training on and registering its model while the rerun registers
-    it again. The rerun then ends with one finished run and one registered version."""
+    stops too (dlma.core.launch.die_with_parent), instead of training on and registering its
+    model while the rerun registers it again. The rerun then ends with one finished run and one
+    registered version."""
     repo = DvcRepo(tmp_path, tiny_model_dir, SMALL | {"train": SMALL["train"] | {"max_steps": 200}})
+    # Started with SIGTERM ignored, as some CI runners start their jobs: the ignored disposition
+    # survives exec into dvc and the stage, and must not keep the stage alive.
     process = subprocess.Popen(["dvc", "repro"], cwd=repo.root, env=repo.env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, start_new_session=True)
+                               stderr=subprocess.DEVNULL, start_new_session=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGTERM, signal.SIG_IGN))
     deadline = time.time() + 600
     while not list(repo.root.glob("models/checkpoints/*/checkpoint-5/trainer_state.json")):
         assert process.poll() is None, "the pipeline ended before train could be killed"
