@@ -10,6 +10,7 @@ import typer
 
 from dlma.compare import command as compare_command
 from dlma.export import command as export_command
+from dlma.rounds import command as rounds_study_command
 from stages import (
     agreement,
     evaluate,
@@ -59,6 +60,7 @@ app.command("round_plan")(round_plan.main)
 app.command("round")(round_stage.main)
 app.command("rounds_report")(rounds_report.main)
 app.command("compare")(compare_command.main)
+app.command("rounds-study")(rounds_study_command.main)
 app.command("export")(export_command.main)
 
 

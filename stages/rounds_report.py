@@ -1,7 +1,7 @@
 """Stage `rounds_report`: every round side by side (reports/rounds.md, reports/figures/rounds.png).
 
-    python -m stages.rounds_report --first reports/metrics.json --rounds reports/rounds \
-        --report reports/rounds.md --figure reports/figures/rounds.png
+    python -m stages.rounds_report --first reports/metrics.json --first-train reports/train.json \
+        --rounds reports/rounds --report reports/rounds.md --figure reports/figures/rounds.png
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 @stage_entry
 def main(
     first: Path = typer.Option(..., help="input: round 1's evaluation (the evaluate stage's metrics, JSON)"),
+    first_train: Path = typer.Option(None, help="input: round 1's training report (pairs and steps it trained on, JSON)"),
     rounds: Path = typer.Option(..., help="input: the folder of the later rounds' metrics (<k>.json)"),
     report: Path = typer.Option(..., help="output: the rounds side by side (Markdown)"),
     figure_path: Path = typer.Option(..., "--figure", help="output: each measure by round (PNG)"),
@@ -35,7 +36,10 @@ def main(
     if not first.is_file():
         raise DlmaError(f"'{first}' does not exist; run the evaluate stage first")
     later = [json.loads(path.read_text()) for path in sorted(rounds.glob("*.json"))] if rounds.is_dir() else []
-    rows = round_rows(json.loads(first.read_text()), later)
+    if first_train is not None and not first_train.is_file():
+        raise DlmaError(f"'{first_train}' does not exist; run the train stage first")
+    trained = json.loads(first_train.read_text()) if first_train is not None else None
+    rows = round_rows(json.loads(first.read_text()), later, trained)
     with atomic_path(report) as tmp:
         tmp.write_text(markdown(rows, count))
     figure(rows, figure_path)

@@ -33,13 +33,16 @@ def measures(metrics: dict) -> dict[str, dict]:
     return out
 
 
-def round_rows(first: dict, later: list[dict]) -> list[dict]:
-    """One row per round that ran: its measures against the base model and the round before."""
+def round_rows(first: dict, later: list[dict], first_train: dict | None = None) -> list[dict]:
+    """One row per round that ran: its measures against the base model and the round before,
+    and the pairs and steps it trained on (round 1's from its training report `first_train`;
+    without it, the pairs generated, as the evaluation records them)."""
     def against_previous(metrics: dict) -> dict:  # the KL is always to the base model: shown against the base only
         return {name: value for name, value in measures(metrics).items() if not name.startswith("KL")}
 
+    trained = first_train or {"pairs": (first.get("training_data") or {}).get("pairs")}
     rows = [{"round": 1, "vs_base": measures(first), "vs_previous": against_previous(first),
-             "pairs": (first.get("training_data") or {}).get("pairs")}]
+             "pairs": trained.get("pairs"), "steps": trained.get("steps")}]
     for entry in sorted(later, key=lambda e: e["round"]):
         if not entry.get("active"):
             continue
@@ -71,11 +74,11 @@ def markdown(rows: list[dict], count: int) -> str:
         if not names:
             lines += [f"## Each round {title}", "", "No measure: no judge in evaluate.judges compares two models' answers.", ""]
             continue
-        lines += [f"## Each round {title}", "", "| round | pairs | " + " | ".join(names) + " |",
-                  "|---|---|" + "---|" * len(names)]
+        lines += [f"## Each round {title}", "", "| round | pairs | steps | " + " | ".join(names) + " |",
+                  "|---|---|---|" + "---|" * len(names)]
         for row in rows:
             cells = [_cell(row[against].get(name), name.startswith("KL")) for name in names]
-            lines.append(f"| {row['round']} | {row.get('pairs') or '-'} | " + " | ".join(cells) + " |")
+            lines.append(f"| {row['round']} | {row.get('pairs') or '-'} | {row.get('steps') or '-'} | " + " | ".join(cells) + " |")
         lines.append("")
     lines += ["![each measure by round](figures/rounds.png)", ""]
     return "\n".join(lines)

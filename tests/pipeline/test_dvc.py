@@ -122,7 +122,9 @@ EDITS = {
     "dlma/train/loss.py": {"train"} | LATER_ROUNDS,
     "dlma/tracking/store.py": {"train", "recover", "evaluate"} | LATER_ROUNDS,
     "dlma/evaluate/report.py": {"evaluate", "agreement", "human"} | LATER_ROUNDS,
-    "dlma/rounds/report.py": {"rounds_report"} | LATER_ROUNDS,
+    "dlma/rounds/report.py": {"rounds_report"},
+    "dlma/rounds/run.py": LATER_ROUNDS,
+    "dlma/rounds/study.py": set(),  # the seeds' study (`dlma rounds-study`) is no stage's code
     "stages/filter.py": {"filter"},
 }
 

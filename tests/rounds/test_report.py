@@ -38,7 +38,10 @@ def test_rows_carry_each_rounds_numbers_against_base_and_previous():
     assert "self_contrast net win (not a headline judge)" in rows[0]["vs_base"]  # the model judging itself
     assert rows[0]["vs_previous"] == {k: v for k, v in rows[0]["vs_base"].items() if not k.startswith("KL")}  # round 1's previous is the base
     text = markdown(rows, 3)
-    assert "| 2 | 128 | +0.210 [+0.110, +0.310] |" in text and "| 3 | 128 | +0.040 [-0.060, +0.140] |" in text
+    assert "| 2 | 128 | 32 | +0.210 [+0.110, +0.310] |" in text and "| 3 | 128 | 32 | +0.040 [-0.060, +0.140] |" in text
+    # Round 1's budget: the pairs and steps it trained on (its training report), not the pairs generated
+    trained = round_rows(evaluation(0.16, 1.4, 0.3) | {"training_data": {"pairs": 240}}, [], {"pairs": 128, "steps": 32})
+    assert (trained[0]["pairs"], trained[0]["steps"]) == (128, 32)
 
 
 def test_one_round_says_how_to_run_more():

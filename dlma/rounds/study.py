@@ -1,0 +1,239 @@
+"""The rounds over several seeds: does round k add to round k-1, pooled over seeds and
+prompts, on a true reward (the controlled task).
+
+Each seed's multi-round pipeline leaves one evaluation table per round and baseline:
+round 1's `reports/eval_samples.parquet` (against the base model, which is also the round
+before it) and, for k > 1, `rounds/<k>/eval_samples_vs_base.parquet` and
+`..._vs_previous.parquet`. Every measure here is a paired per-prompt quantity (the same
+prompts and sampling streams for both models), pooled into a seeds x prompts table and
+given a 95% interval by the crossed bootstrap over seeds and prompts
+(dlma.evaluate.stats.crossed_bootstrap), as `dlma compare` pools its seeds.
+
+`collect` copies those tables (and each round's metrics) out of the seeds' workspaces into
+one folder, so the study is recomputed from committed files: `summarize` and `markdown` read
+only that folder.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from dlma.core.errors import DlmaError
+from dlma.core.io import atomic_path
+from dlma.evaluate.stats import crossed_bootstrap
+from dlma.truth import TRUE_REWARDS
+
+SIGNED = {"win": 1.0, "tie": 0.0, "lose": -1.0}
+KEY = ["set", "id"]
+BASELINES = ("vs_base", "vs_previous")
+
+
+def sample_paths(workspace: Path, round_number: int) -> dict[str, Path]:
+    """Where a seed's workspace keeps round `round_number`'s evaluation tables."""
+    if round_number == 1:
+        first = workspace / "reports" / "eval_samples.parquet"
+        return {"vs_base": first, "vs_previous": first}
+    folder = workspace / "rounds" / str(round_number)
+    return {against: folder / f"eval_samples_{against}.parquet" for against in BASELINES}
+
+
+def collect(workspaces: dict[int, Path], rounds: int, out: Path) -> list[Path]:
+    """Copy each seed's per-round evaluation tables and metrics into `out/seed<s>/`:
+    `round<k>_vs_base.parquet`, `round<k>_vs_previous.parquet`, `round<k>.json` (round 1:
+    reports/train.json; later rounds: reports/rounds/<k>.json)."""
+    written = []
+    for seed, workspace in sorted(workspaces.items()):
+        target = out / f"seed{seed}"
+        target.mkdir(parents=True, exist_ok=True)
+        for k in range(1, rounds + 1):
+            for against, source in sample_paths(workspace, k).items():
+                if not source.is_file():
+                    raise DlmaError(f"seed {seed}: '{source}' does not exist; run the pipeline with rounds.count >= {k} "
+                                    "there (and `dvc exp apply` the experiment, so its outputs are in the workspace)")
+                destination = target / f"round{k}_{against}.parquet"
+                with atomic_path(destination) as tmp:
+                    shutil.copyfile(source, tmp)
+                written.append(destination)
+            # round 1's training budget is in reports/train.json; a later round's in its metrics
+            metrics = workspace / "reports" / ("train.json" if k == 1 else f"rounds/{k}.json")
+            if metrics.is_file():
+                destination = target / f"round{k}.json"
+                with atomic_path(destination) as tmp:
+                    shutil.copyfile(metrics, tmp)
+                written.append(destination)
+    return written
+
+
+def _tables(folder: Path) -> dict[tuple[int, int, str], pl.DataFrame]:
+    """{(seed, round, against): table sorted by (set, id)} of a collected folder."""
+    tables = {}
+    for path in sorted(folder.glob("seed*/round*_vs_*.parquet")):
+        seed = int(path.parent.name.removeprefix("seed"))
+        stem, against = path.stem.split("_", 1)
+        tables[(seed, int(stem.removeprefix("round")), against)] = pl.read_parquet(path).sort(KEY)
+    if not tables:
+        raise DlmaError(f"'{folder}' holds no seed*/round*_vs_*.parquet; collect the seeds' rounds first")
+    return tables
+
+
+def _matrix(tables, seeds, round_number, against, column_of) -> np.ndarray:
+    rows = [tables[(s, round_number, against)] for s in seeds]
+    reference = rows[0].select(KEY)
+    for seed, table in zip(seeds, rows):
+        if not table.select(KEY).equals(reference):
+            raise DlmaError(f"seed {seed}, round {round_number} ({against}) judged other prompts than seed {seeds[0]}; the study "
+                            "needs the same evaluation prompts in every seed (same data, data.seed and evaluate sets)")
+    return np.stack([column_of(t) for t in rows])
+
+
+def summarize(folder: Path, *, samples: int = 2000, seed: int = 0) -> dict:
+    """Per round, pooled over the seeds: for each true reward in the tables, the round's mean
+    true reward, its paired gain over the base model and over the round before, its net win
+    rate over the round before (true-reward verdicts); the KL to the base model; and the check
+    that round k's evaluation against round k-1 drew round k-1's own answers."""
+    tables = _tables(folder)
+    seeds = sorted({s for s, _, _ in tables})
+    rounds = sorted({k for _, k, _ in tables})
+    for s in seeds:
+        missing = [k for k in rounds if (s, k, "vs_base") not in tables or (s, k, "vs_previous") not in tables]
+        if missing:
+            raise DlmaError(f"seed {s} lacks round(s) {missing} in '{folder}'; every seed needs every round")
+    first = tables[(seeds[0], 1, "vs_base")]
+    rewards = [name for name in TRUE_REWARDS if f"{name}_aligned" in first.columns]
+    if not rewards:
+        raise DlmaError(f"the tables in '{folder}' hold no true reward column (<name>_aligned for one of {sorted(TRUE_REWARDS)}); "
+                        "the study answers on the controlled task (truth.reward)")
+    boot = {"samples": samples, "seed": seed}
+    out: dict = {"seeds": seeds, "rounds": rounds, "prompts": first.height, "true_rewards": rewards, "by_round": {}}
+    for k in rounds:
+        entry: dict = {}
+        for name in rewards:
+            def column(suffix, name=name):
+                return lambda t: t[f"{name}_{suffix}"].to_numpy().astype(np.float64)
+
+            aligned = _matrix(tables, seeds, k, "vs_base", column("aligned"))
+            entry[name] = {
+                "mean": crossed_bootstrap(aligned, **boot),
+                "gain_vs_base": crossed_bootstrap(aligned - _matrix(tables, seeds, k, "vs_base", column("base")), **boot),
+                "gain_vs_previous": crossed_bootstrap(
+                    _matrix(tables, seeds, k, "vs_previous", column("aligned"))
+                    - _matrix(tables, seeds, k, "vs_previous", column("base")), **boot),
+            }
+            verdict = f"verdict_{name}"
+            if verdict in first.columns:
+                signed = _matrix(tables, seeds, k, "vs_previous",
+                                 lambda t: t[verdict].replace_strict(SIGNED, return_dtype=pl.Float64).to_numpy())
+                entry[name]["net_win_vs_previous"] = crossed_bootstrap(signed, **boot)
+        if "kl_aligned" in first.columns:
+            entry["kl_to_base"] = crossed_bootstrap(
+                _matrix(tables, seeds, k, "vs_base", lambda t: t["kl_aligned"].to_numpy().astype(np.float64)), **boot)
+        if k > 1:
+            # Round k's baseline answers against round k-1 are round k-1's model sampled with the
+            # same streams: they must be round k-1's own answers (else the pairing is broken).
+            same = [float((tables[(s, k, "vs_previous")]["answer_base"] == tables[(s, k - 1, "vs_base")]["answer_aligned"]).mean())
+                    for s in seeds]
+            entry["previous_answers_identical"] = min(same)
+        out["by_round"][str(k)] = entry
+    out["settings"] = _settings(folder, seeds, rounds)
+    return out
+
+
+def _settings(folder: Path, seeds: list[int], rounds: list[int]) -> dict:
+    """Each round's settings and training budget (pairs, steps) per seed, from the copies."""
+    settings: dict = {}
+    for k in rounds:
+        for s in seeds:
+            path = folder / f"seed{s}" / f"round{k}.json"
+            if not path.is_file():
+                continue
+            entry = json.loads(path.read_text())
+            train = entry if k == 1 else entry["train"]
+            settings.setdefault(str(k), {"start": entry.get("start", "base"), "reference": entry.get("reference", "base"),
+                                         "keep_pairs": entry.get("keep_pairs", False), "budget": {}})
+            settings[str(k)]["budget"][str(s)] = {"pairs": train.get("pairs"), "steps": train.get("steps")}
+    return settings
+
+
+def _ci(entry: dict, digits: int = 3) -> str:
+    if entry is None or entry["mean"] is None or np.isnan(entry["mean"]):
+        return "-"
+    fmt = "{:+.%df}" % digits
+    return f"{fmt.format(entry['mean'])} [{fmt.format(entry['ci_low'])}, {fmt.format(entry['ci_high'])}]"
+
+
+def verdict(entry: dict) -> str:
+    """In words: whether the interval lies above zero, below it, or covers it."""
+    if entry["ci_low"] > 0:
+        return "adds (interval above 0)"
+    if entry["ci_high"] < 0:
+        return "loses (interval below 0)"
+    return "not shown (interval covers 0)"
+
+
+def markdown(summary: dict, *, title: str, figure: str | None = None) -> str:
+    seeds, rounds = summary["seeds"], summary["rounds"]
+    lines = [f"# {title}", "",
+             f"Seeds {', '.join(map(str, seeds))} ({len(seeds)}), {summary['prompts']} evaluation prompts per seed, "
+             f"rounds 1 to {rounds[-1]}. Every number is a paired per-prompt quantity pooled over seeds and prompts, "
+             "with a 95% crossed bootstrap interval over seeds and prompts.", ""]
+    for k, setting in summary.get("settings", {}).items():
+        budget = "; ".join(f"seed {s}: {b['pairs']} pairs, {b['steps']} steps" for s, b in setting["budget"].items())
+        lines.append(f"- round {k}: start `{setting['start']}`, reference `{setting['reference']}`, "
+                     f"earlier pairs kept: {setting['keep_pairs']} ({budget})")
+    lines.append("")
+    for name in summary["true_rewards"]:
+        lines += [f"## True reward: {name}", "",
+                  "| round | mean | gain vs base | gain vs round before | net win vs round before | round before's answers identical | does it add to the round before? |",
+                  "|---|---|---|---|---|---|---|"]
+        for k in rounds:
+            entry = summary["by_round"][str(k)]
+            reward = entry[name]
+            identical = entry.get("previous_answers_identical")
+            added = verdict(reward["gain_vs_previous"]) if k > 1 else "(round 1: against the base model)"
+            lines.append(f"| {k} | {reward['mean']['mean']:.3f} [{reward['mean']['ci_low']:.3f}, {reward['mean']['ci_high']:.3f}] "
+                         f"| {_ci(reward['gain_vs_base'])} | {_ci(reward['gain_vs_previous'])} "
+                         f"| {_ci(reward.get('net_win_vs_previous'))} | {'-' if identical is None else f'{identical:.0%}'} | {added} |")
+        lines.append("")
+    if any("kl_to_base" in summary["by_round"][str(k)] for k in rounds):
+        lines += ["## KL to the base model (nats per answer)", "", "| round | KL |", "|---|---|"]
+        lines += [f"| {k} | {_ci(summary['by_round'][str(k)].get('kl_to_base'), 2)} |" for k in rounds]
+        lines.append("")
+    if figure:
+        lines += [f"![each round, pooled over seeds]({figure})", ""]
+    return "\n".join(lines)
+
+
+def figure(summary: dict, path: Path) -> None:
+    """Mean true reward and KL to the base model by round (pooled, with intervals)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rounds = summary["rounds"]
+    panels = [(name, lambda e, name=name: e[name]["mean"]) for name in summary["true_rewards"]]
+    panels += [(f"{name} gain vs round before", lambda e, name=name: e[name]["gain_vs_previous"]) for name in summary["true_rewards"]]
+    if all("kl_to_base" in summary["by_round"][str(k)] for k in rounds):
+        panels.append(("KL to base (nats)", lambda e: e["kl_to_base"]))
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.8 * len(panels), 3.2), squeeze=False)
+    for ax, (title, pick) in zip(axes[0], panels):
+        points = [pick(summary["by_round"][str(k)]) for k in rounds]
+        ax.errorbar(rounds, [p["mean"] for p in points],
+                    yerr=[[p["mean"] - p["ci_low"] for p in points], [p["ci_high"] - p["mean"] for p in points]],
+                    fmt="o-", capsize=3)
+        if "gain" in title:
+            ax.axhline(0.0, color="grey", linewidth=0.8)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("round")
+        ax.set_xticks(rounds)
+    fig.suptitle(f"seeds {', '.join(map(str, summary['seeds']))}; 95% intervals over seeds and prompts", fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)

@@ -1,0 +1,148 @@
+"""The rounds study pooled over seeds: collected from the seeds' workspaces as the pipeline
+lays them out, its numbers checked against an independent computation, and its errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import polars as pl
+import pytest
+from typer.testing import CliRunner
+
+from dlma.cli import app
+from dlma.core.errors import DlmaError
+from dlma.rounds.study import collect, markdown, summarize, verdict
+
+PROMPTS = 12
+ROUNDS = 3
+
+
+def table(rng, aligned_answers, base_answers, shift: float) -> pl.DataFrame:
+    base = rng.uniform(0, 1, PROMPTS)
+    aligned = np.clip(base + shift + rng.normal(0, 0.05, PROMPTS), 0, 1)
+    verdicts = np.where(aligned > base, "win", np.where(aligned < base, "lose", "tie"))
+    return pl.DataFrame({"id": [f"p{i:02d}" for i in range(PROMPTS)], "set": ["heldout"] * PROMPTS,
+                         "answer_base": base_answers, "answer_aligned": aligned_answers,
+                         "sentiment_aligned": aligned, "sentiment_base": base, "verdict_sentiment": verdicts,
+                         "kl_aligned": rng.uniform(0, 2, PROMPTS)})
+
+
+def workspace(root, seed: int, *, break_pairing: bool = False) -> dict:
+    """A seed's workspace as the pipeline leaves it: round 1's reports/eval_samples.parquet,
+    rounds/<k>/eval_samples_vs_{base,previous}.parquet; round k's answers are 'r<k>-<i>'."""
+    rng = np.random.default_rng(seed)
+    answers = {k: [f"s{seed}-r{k}-{i}" for i in range(PROMPTS)] for k in range(ROUNDS + 1)}  # round 0: the base model
+    tables = {}
+    (root / "reports" / "rounds").mkdir(parents=True)
+    for k in range(1, ROUNDS + 1):
+        tables[(k, "vs_base")] = table(rng, answers[k], answers[0], 0.1 * k)
+        previous = list(answers[k - 1])
+        if break_pairing and k == 3:
+            previous[0] = "something round 2 never said"
+        tables[(k, "vs_previous")] = table(rng, answers[k], previous, 0.05)
+        if k == 1:
+            tables[(1, "vs_previous")] = tables[(1, "vs_base")]
+            tables[(1, "vs_base")].write_parquet(root / "reports" / "eval_samples.parquet")
+            (root / "reports" / "train.json").write_text(json.dumps({"pairs": 128, "steps": 32}))
+            continue
+        folder = root / "rounds" / str(k)
+        folder.mkdir(parents=True)
+        for against in ("vs_base", "vs_previous"):
+            tables[(k, against)].write_parquet(folder / f"eval_samples_{against}.parquet")
+        (root / "reports" / "rounds" / f"{k}.json").write_text(json.dumps(
+            {"round": k, "start": "previous", "reference": "base", "keep_pairs": False, "train": {"pairs": 120 + k, "steps": 30 + k}}))
+    return tables
+
+
+def test_pooled_numbers_match_a_direct_computation(tmp_path):
+    seeds = {0: workspace(tmp_path / "w0", 0), 1: workspace(tmp_path / "w1", 1)}
+    collect({0: tmp_path / "w0", 1: tmp_path / "w1"}, ROUNDS, tmp_path / "study")
+    summary = summarize(tmp_path / "study", samples=500)
+    assert summary["seeds"] == [0, 1] and summary["rounds"] == [1, 2, 3] and summary["prompts"] == PROMPTS
+    for k in (1, 2, 3):
+        entry = summary["by_round"][str(k)]
+        vs_base = [seeds[s][(k, "vs_base")] for s in (0, 1)]
+        vs_previous = [seeds[s][(k, "vs_previous")] for s in (0, 1)]
+        mean = np.mean(np.concatenate([t["sentiment_aligned"].to_numpy() for t in vs_base]))
+        gain_base = np.mean(np.concatenate([(t["sentiment_aligned"] - t["sentiment_base"]).to_numpy() for t in vs_base]))
+        gain_previous = np.mean(np.concatenate([(t["sentiment_aligned"] - t["sentiment_base"]).to_numpy() for t in vs_previous]))
+        net = np.mean(np.concatenate([(t["verdict_sentiment"] == "win").to_numpy().astype(float)
+                                      - (t["verdict_sentiment"] == "lose").to_numpy() for t in vs_previous]))
+        kl = np.mean(np.concatenate([t["kl_aligned"].to_numpy() for t in vs_base]))
+        assert entry["sentiment"]["mean"]["mean"] == pytest.approx(mean)
+        assert entry["sentiment"]["gain_vs_base"]["mean"] == pytest.approx(gain_base)
+        assert entry["sentiment"]["gain_vs_previous"]["mean"] == pytest.approx(gain_previous)
+        assert entry["sentiment"]["net_win_vs_previous"]["mean"] == pytest.approx(net)
+        assert entry["kl_to_base"]["mean"] == pytest.approx(kl)
+        for measure in ("mean", "gain_vs_base", "gain_vs_previous"):
+            value = entry["sentiment"][measure]
+            assert value["ci_low"] < value["mean"] < value["ci_high"] and value["seeds"] == 2 and value["prompts"] == PROMPTS
+        if k > 1:
+            assert entry["previous_answers_identical"] == 1.0  # round k's baseline answers are round k-1's own
+    # round 1 is evaluated against the base model, which is also the round before it
+    first = summary["by_round"]["1"]["sentiment"]
+    assert first["gain_vs_previous"] == first["gain_vs_base"]
+    assert summary["settings"]["1"]["budget"] == {"0": {"pairs": 128, "steps": 32}, "1": {"pairs": 128, "steps": 32}}
+    assert summary["settings"]["3"]["budget"]["1"] == {"pairs": 123, "steps": 33}
+    text = markdown(summary, title="t")
+    assert "| 3 |" in text and "seed 1: 123 pairs, 33 steps" in text
+
+
+def test_a_broken_pairing_shows(tmp_path):
+    workspace(tmp_path / "w0", 0, break_pairing=True)
+    collect({0: tmp_path / "w0"}, ROUNDS, tmp_path / "study")
+    summary = summarize(tmp_path / "study", samples=100)
+    assert summary["by_round"]["2"]["previous_answers_identical"] == 1.0
+    assert summary["by_round"]["3"]["previous_answers_identical"] == pytest.approx(1 - 1 / PROMPTS)
+
+
+def test_single_seed_interval_is_over_prompts_only(tmp_path):
+    """With one seed the crossed bootstrap is a bootstrap over prompts: a constant
+    difference has a zero-width interval."""
+    tables = workspace(tmp_path / "w0", 0)
+    const = tables[(2, "vs_previous")].with_columns((pl.col("sentiment_base") + 0.25).alias("sentiment_aligned"))
+    const.write_parquet(tmp_path / "w0" / "rounds" / "2" / "eval_samples_vs_previous.parquet")
+    collect({0: tmp_path / "w0"}, ROUNDS, tmp_path / "study")
+    gain = summarize(tmp_path / "study", samples=200)["by_round"]["2"]["sentiment"]["gain_vs_previous"]
+    assert gain["mean"] == pytest.approx(0.25) and gain["ci_low"] == pytest.approx(0.25) and gain["ci_high"] == pytest.approx(0.25)
+    assert verdict(gain) == "adds (interval above 0)"
+    assert verdict({"mean": 0.0, "ci_low": -0.1, "ci_high": 0.1}) == "not shown (interval covers 0)"
+    assert verdict({"mean": -0.2, "ci_low": -0.3, "ci_high": -0.1}) == "loses (interval below 0)"
+
+
+def test_errors_name_the_problem(tmp_path):
+    workspace(tmp_path / "w0", 0)
+    with pytest.raises(DlmaError, match="rounds.count >= 4"):
+        collect({0: tmp_path / "w0"}, 4, tmp_path / "study")
+    with pytest.raises(DlmaError, match="no seed"):
+        summarize(tmp_path / "empty")
+    workspace(tmp_path / "w1", 1)
+    collect({0: tmp_path / "w0", 1: tmp_path / "w1"}, ROUNDS, tmp_path / "study")
+    path = tmp_path / "study" / "seed1" / "round2_vs_base.parquet"
+    pl.read_parquet(path).head(PROMPTS - 1).write_parquet(path)
+    with pytest.raises(DlmaError, match="seed 1, round 2 .vs_base. judged other prompts"):
+        summarize(tmp_path / "study")
+    (tmp_path / "study" / "seed1" / "round3_vs_previous.parquet").unlink()
+    with pytest.raises(DlmaError, match=r"seed 1 lacks round\(s\) \[3\]"):
+        summarize(tmp_path / "study")
+
+
+def test_command_collects_then_recomputes_from_the_copies(tmp_path):
+    workspace(tmp_path / "w0", 0)
+    workspace(tmp_path / "w1", 1)
+    out, report, figure = tmp_path / "r" / "rounds_study", tmp_path / "r" / "rounds_study.md", tmp_path / "r" / "figures" / "rs.png"
+    args = ["rounds-study", "--out", str(out), "--report", str(report), "--figure", str(figure), "--samples", "100"]
+    done = CliRunner().invoke(app, [*args, "--run", f"0={tmp_path / 'w0'}", "--run", f"1={tmp_path / 'w1'}"])
+    assert done.exit_code == 0, done.output
+    first = json.loads((out / "study.json").read_text())
+    assert figure.stat().st_size > 0 and "](figures/rs.png)" in report.read_text()
+    # the workspaces gone, the copies alone give the same study
+    import shutil
+
+    shutil.rmtree(tmp_path / "w0")
+    shutil.rmtree(tmp_path / "w1")
+    assert CliRunner().invoke(app, args).exit_code == 0
+    assert json.loads((out / "study.json").read_text()) == first
+    bad = CliRunner().invoke(app, [*args, "--run", "zero=somewhere"])
+    assert bad.exit_code == 2 and "SEED=WORKSPACE" in bad.output
