@@ -5,8 +5,10 @@
 copies each seed's per-round evaluation tables (from a workspace where that seed's multi-round
 pipeline ran: `dvc exp apply <experiment>` puts an experiment's outputs there) into
 reports/rounds_study/seed<s>/, then writes reports/rounds_study/study.json, the report
-reports/rounds_study.md and reports/figures/rounds_study.png. Without --run it recomputes
-them from the copies already in reports/rounds_study/.
+reports/rounds_study.md and reports/figures/rounds_study.png. `--control NAME:SEED=WORKSPACE`
+adds a one-round control (e.g. one round trained as many steps as the rounds together),
+compared with each round on the same prompts. Without --run and --control it recomputes
+everything from the copies already in reports/rounds_study/.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import typer
 from dlma.core.errors import DlmaError
 from dlma.core.io import atomic_path, write_json
 from dlma.core.stage import stage_entry
-from dlma.rounds.study import collect, figure, markdown, summarize
+from dlma.rounds.study import collect, collect_control, figure, markdown, summarize
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +41,8 @@ def parse_runs(runs: list[str]) -> dict[int, Path]:
 @stage_entry
 def main(
     run: list[str] = typer.Option([], "--run", help="SEED=WORKSPACE: a workspace holding that seed's rounds; repeat per seed"),
+    control: list[str] = typer.Option([], "--control", help="NAME:SEED=WORKSPACE: a one-round control run of that seed "
+                                      "(e.g. trained as many steps as the rounds together); repeat per control and seed"),
     rounds: int = typer.Option(3, help="rounds to collect from each workspace"),
     out: Path = typer.Option(Path("reports/rounds_study"), help="folder of the copied tables and study.json"),
     report: Path = typer.Option(Path("reports/rounds_study.md"), help="output: the study (Markdown)"),
@@ -50,6 +54,12 @@ def main(
     if run:
         copied = collect(parse_runs(run), rounds, out)
         log.info("rounds-study: copied %d files into %s", len(copied), out)
+    for entry in control:
+        name, sep, rest = entry.partition(":")
+        if not sep:
+            raise DlmaError(f"--control '{entry}': expected NAME:SEED=WORKSPACE, e.g. --control epochs3:0=../clone-control")
+        for seed, workspace in parse_runs([rest]).items():
+            collect_control(name, seed, workspace, out)
     summary = summarize(out, samples=samples)
     write_json(summary, out / "study.json")
     relative = Path("figures") / figure_path.name if figure_path.parent.name == "figures" else figure_path

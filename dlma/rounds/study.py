@@ -69,6 +69,25 @@ def collect(workspaces: dict[int, Path], rounds: int, out: Path) -> list[Path]:
     return written
 
 
+def collect_control(name: str, seed: int, workspace: Path, out: Path) -> list[Path]:
+    """Copy a one-round control run of seed `seed` (e.g. one round trained as many steps as
+    the rounds together: `-S train.epochs=3`) into `out/seed<s>/control_<name>.parquet` (its
+    evaluation table) and `control_<name>.json` (its training report)."""
+    if not name.replace("-", "").replace("_", "").isalnum():
+        raise DlmaError(f"control name '{name}': use letters, digits, '-' and '_'")
+    target = out / f"seed{seed}"
+    target.mkdir(parents=True, exist_ok=True)
+    written = []
+    for source, destination in ((workspace / "reports" / "eval_samples.parquet", target / f"control_{name}.parquet"),
+                                (workspace / "reports" / "train.json", target / f"control_{name}.json")):
+        if not source.is_file():
+            raise DlmaError(f"control {name}, seed {seed}: '{source}' does not exist; run that pipeline there first")
+        with atomic_path(destination) as tmp:
+            shutil.copyfile(source, tmp)
+        written.append(destination)
+    return written
+
+
 def _tables(folder: Path) -> dict[tuple[int, int, str], pl.DataFrame]:
     """{(seed, round, against): table sorted by (set, id)} of a collected folder."""
     tables = {}
@@ -140,7 +159,48 @@ def summarize(folder: Path, *, samples: int = 2000, seed: int = 0) -> dict:
             entry["previous_answers_identical"] = min(same)
         out["by_round"][str(k)] = entry
     out["settings"] = _settings(folder, seeds, rounds)
+    out["controls"] = _controls(folder, tables, seeds, rounds, rewards, out["settings"], boot)
     return out
+
+
+def _controls(folder: Path, tables, seeds, rounds, rewards, settings, boot) -> dict:
+    """Each control against each round, paired on the seeds that ran it: round k's true
+    reward minus the control's on the same prompts, where both answered with the same
+    sampling streams against the same base answers (checked)."""
+    found: dict[str, dict[int, pl.DataFrame]] = {}
+    for path in sorted(folder.glob("seed*/control_*.parquet")):
+        seed = int(path.parent.name.removeprefix("seed"))
+        if seed in seeds:
+            found.setdefault(path.stem.removeprefix("control_"), {})[seed] = pl.read_parquet(path).sort(KEY)
+    controls = {}
+    for name, by_seed in found.items():
+        control_seeds = sorted(by_seed)
+        budget = {}
+        for s in control_seeds:
+            report = folder / f"seed{s}" / f"control_{name}.json"
+            trained = json.loads(report.read_text()) if report.is_file() else {}
+            budget[str(s)] = {"pairs": trained.get("pairs"), "steps": trained.get("steps")}
+        for s in control_seeds:
+            own = tables[(s, 1, "vs_base")]
+            if not by_seed[s].select(KEY).equals(own.select(KEY)) or not (by_seed[s]["answer_base"] == own["answer_base"]).all():
+                raise DlmaError(f"control {name}, seed {s}: its evaluation is not paired with round 1's (other prompts, or other "
+                                "base answers): run it with the same data, evaluate and generate params and seed")
+        entry: dict = {"seeds": control_seeds, "budget": budget, "by_reward": {}}
+        for reward in rewards:
+            control = np.stack([by_seed[s][f"{reward}_aligned"].to_numpy().astype(np.float64) for s in control_seeds])
+            base = np.stack([by_seed[s][f"{reward}_base"].to_numpy().astype(np.float64) for s in control_seeds])
+            per_round = {}
+            for k in rounds:
+                aligned = np.stack([tables[(s, k, "vs_base")][f"{reward}_aligned"].to_numpy().astype(np.float64)
+                                    for s in control_seeds])
+                steps = [sum((settings.get(str(j), {}).get("budget", {}).get(str(s), {}).get("steps") or 0)
+                             for j in rounds if j <= k) for s in control_seeds]
+                per_round[str(k)] = {"round_minus_control": crossed_bootstrap(aligned - control, **boot),
+                                     "steps_so_far": {str(s): n for s, n in zip(control_seeds, steps)}}
+            entry["by_reward"][reward] = {"mean": crossed_bootstrap(control, **boot),
+                                          "gain_vs_base": crossed_bootstrap(control - base, **boot), "by_round": per_round}
+        controls[name] = entry
+    return controls
 
 
 def _settings(folder: Path, seeds: list[int], rounds: list[int]) -> dict:
@@ -166,13 +226,15 @@ def _ci(entry: dict, digits: int = 3) -> str:
     return f"{fmt.format(entry['mean'])} [{fmt.format(entry['ci_low'])}, {fmt.format(entry['ci_high'])}]"
 
 
+def side(entry: dict) -> str:
+    """Where the interval lies: above 0, below 0, or across it."""
+    return "above 0" if entry["ci_low"] > 0 else "below 0" if entry["ci_high"] < 0 else "covers 0"
+
+
 def verdict(entry: dict) -> str:
-    """In words: whether the interval lies above zero, below it, or covers it."""
-    if entry["ci_low"] > 0:
-        return "adds (interval above 0)"
-    if entry["ci_high"] < 0:
-        return "loses (interval below 0)"
-    return "not shown (interval covers 0)"
+    """In words, for a gain over the round before: whether the round adds."""
+    return {"above 0": "adds (interval above 0)", "below 0": "loses (interval below 0)",
+            "covers 0": "not shown (interval covers 0)"}[side(entry)]
 
 
 def markdown(summary: dict, *, title: str, figure: str | None = None) -> str:
@@ -199,6 +261,19 @@ def markdown(summary: dict, *, title: str, figure: str | None = None) -> str:
                          f"| {_ci(reward['gain_vs_base'])} | {_ci(reward['gain_vs_previous'])} "
                          f"| {_ci(reward.get('net_win_vs_previous'))} | {'-' if identical is None else f'{identical:.0%}'} | {added} |")
         lines.append("")
+    for name, control in summary.get("controls", {}).items():
+        budget = "; ".join(f"seed {s}: {b['pairs']} pairs, {b['steps']} steps" for s, b in control["budget"].items())
+        lines += [f"## Against the control `{name}`", "",
+                  f"One round trained longer, seeds {', '.join(map(str, control['seeds']))} ({budget}). Round k minus the control, "
+                  "paired on the same prompts and base answers (those seeds only; rounds 2 and on train from the round before, "
+                  "so `steps so far` is their training budget).", ""]
+        for reward, entry in control["by_reward"].items():
+            lines += [f"Control's {reward}: mean {_ci(entry['mean'])}, gain vs base {_ci(entry['gain_vs_base'])}.", "",
+                      f"| round | steps so far | {reward}: round minus control | |", "|---|---|---|---|"]
+            for k, row in entry["by_round"].items():
+                steps = ", ".join(sorted(set(map(str, row["steps_so_far"].values()))))
+                lines.append(f"| {k} | {steps} | {_ci(row['round_minus_control'])} | interval {side(row['round_minus_control'])} |")
+            lines.append("")
     if any("kl_to_base" in summary["by_round"][str(k)] for k in rounds):
         lines += ["## KL to the base model (nats per answer)", "", "| round | KL |", "|---|---|"]
         lines += [f"| {k} | {_ci(summary['by_round'][str(k)].get('kl_to_base'), 2)} |" for k in rounds]

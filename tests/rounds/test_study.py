@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from dlma.cli import app
 from dlma.core.errors import DlmaError
-from dlma.rounds.study import collect, markdown, summarize, verdict
+from dlma.rounds.study import collect, collect_control, markdown, summarize, verdict
 
 PROMPTS = 12
 ROUNDS = 3
@@ -146,3 +146,40 @@ def test_command_collects_then_recomputes_from_the_copies(tmp_path):
     assert json.loads((out / "study.json").read_text()) == first
     bad = CliRunner().invoke(app, [*args, "--run", "zero=somewhere"])
     assert bad.exit_code == 2 and "SEED=WORKSPACE" in bad.output
+    bad = CliRunner().invoke(app, [*args, "--control", "epochs3=somewhere"])
+    assert bad.exit_code == 2 and "NAME:SEED=WORKSPACE" in bad.output
+
+
+def control_workspace(root, seed_tables: dict, shift: float, *, other_base: bool = False) -> None:
+    """A one-round control run of the same seed: same prompts and base answers as round 1."""
+    first = seed_tables[(1, "vs_base")]
+    table = first.with_columns((pl.col("sentiment_base") + shift).alias("sentiment_aligned"),
+                               pl.Series("answer_aligned", [f"control-{i}" for i in range(PROMPTS)]))
+    if other_base:
+        table = table.with_columns(pl.Series("answer_base", ["another draw"] * PROMPTS))
+    (root / "reports").mkdir(parents=True)
+    table.write_parquet(root / "reports" / "eval_samples.parquet")
+    (root / "reports" / "train.json").write_text(json.dumps({"pairs": 128, "steps": 96}))
+
+
+def test_control_is_paired_with_each_round(tmp_path):
+    tables = {s: workspace(tmp_path / f"w{s}", s) for s in (0, 1)}
+    control_workspace(tmp_path / "c0", tables[0], 0.2)
+    collect({0: tmp_path / "w0", 1: tmp_path / "w1"}, ROUNDS, tmp_path / "study")
+    collect_control("epochs3", 0, tmp_path / "c0", tmp_path / "study")
+    control = summarize(tmp_path / "study", samples=300)["controls"]["epochs3"]
+    assert control["seeds"] == [0] and control["budget"] == {"0": {"pairs": 128, "steps": 96}}  # seed 1 has no control
+    sentiment = control["by_reward"]["sentiment"]
+    controlled = (tables[0][(1, "vs_base")]["sentiment_base"] + 0.2).to_numpy()
+    assert sentiment["gain_vs_base"]["mean"] == pytest.approx(0.2)
+    for k in (1, 2, 3):
+        expected = np.mean(tables[0][(k, "vs_base")]["sentiment_aligned"].to_numpy() - controlled)
+        row = sentiment["by_round"][str(k)]
+        assert row["round_minus_control"]["mean"] == pytest.approx(expected) and row["round_minus_control"]["seeds"] == 1
+        assert row["steps_so_far"] == {"0": 32 + sum(30 + j for j in range(2, k + 1))}
+    assert "## Against the control `epochs3`" in markdown(summarize(tmp_path / "study", samples=50), title="t")
+
+    control_workspace(tmp_path / "c1", tables[1], 0.2, other_base=True)
+    collect_control("epochs3", 1, tmp_path / "c1", tmp_path / "study")
+    with pytest.raises(DlmaError, match="control epochs3, seed 1: its evaluation is not paired"):
+        summarize(tmp_path / "study")
