@@ -136,12 +136,13 @@ def summarize(folder: Path, *, samples: int = 2000, seed: int = 0) -> dict:
                 return lambda t: t[f"{name}_{suffix}"].to_numpy().astype(np.float64)
 
             aligned = _matrix(tables, seeds, k, "vs_base", column("aligned"))
+            over_previous = (_matrix(tables, seeds, k, "vs_previous", column("aligned"))
+                             - _matrix(tables, seeds, k, "vs_previous", column("base")))
             entry[name] = {
                 "mean": crossed_bootstrap(aligned, **boot),
                 "gain_vs_base": crossed_bootstrap(aligned - _matrix(tables, seeds, k, "vs_base", column("base")), **boot),
-                "gain_vs_previous": crossed_bootstrap(
-                    _matrix(tables, seeds, k, "vs_previous", column("aligned"))
-                    - _matrix(tables, seeds, k, "vs_previous", column("base")), **boot),
+                "gain_vs_previous": crossed_bootstrap(over_previous, **boot),
+                "gain_vs_previous_by_seed": {str(s): float(row.mean()) for s, row in zip(seeds, over_previous)},
             }
             verdict = f"verdict_{name}"
             if verdict in first.columns:
@@ -261,6 +262,10 @@ def markdown(summary: dict, *, title: str, figure: str | None = None) -> str:
                          f"| {_ci(reward['gain_vs_base'])} | {_ci(reward['gain_vs_previous'])} "
                          f"| {_ci(reward.get('net_win_vs_previous'))} | {'-' if identical is None else f'{identical:.0%}'} | {added} |")
         lines.append("")
+        by_seed = "; ".join(f"round {k}: " + ", ".join(f"{v:+.3f}" for v in summary["by_round"][str(k)][name]["gain_vs_previous_by_seed"].values())
+                            for k in rounds[1:])
+        if by_seed:
+            lines += [f"Gain vs round before, each seed ({', '.join(map(str, seeds))}): {by_seed}.", ""]
     for name, control in summary.get("controls", {}).items():
         budget = "; ".join(f"seed {s}: {b['pairs']} pairs, {b['steps']} steps" for s, b in control["budget"].items())
         lines += [f"## Against the control `{name}`", "",

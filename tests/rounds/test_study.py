@@ -74,6 +74,9 @@ def test_pooled_numbers_match_a_direct_computation(tmp_path):
         assert entry["sentiment"]["gain_vs_base"]["mean"] == pytest.approx(gain_base)
         assert entry["sentiment"]["gain_vs_previous"]["mean"] == pytest.approx(gain_previous)
         assert entry["sentiment"]["net_win_vs_previous"]["mean"] == pytest.approx(net)
+        for s, table in zip((0, 1), vs_previous):
+            assert entry["sentiment"]["gain_vs_previous_by_seed"][str(s)] == pytest.approx(
+                np.mean((table["sentiment_aligned"] - table["sentiment_base"]).to_numpy()))
         assert entry["kl_to_base"]["mean"] == pytest.approx(kl)
         for measure in ("mean", "gain_vs_base", "gain_vs_previous"):
             value = entry["sentiment"][measure]
