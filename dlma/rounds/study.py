@@ -187,6 +187,9 @@ def _controls(folder: Path, tables, seeds, rounds, rewards, settings, boot) -> d
                 raise DlmaError(f"control {name}, seed {s}: its evaluation is not paired with round 1's (other prompts, or other "
                                 "base answers): run it with the same data, evaluate and generate params and seed")
         entry: dict = {"seeds": control_seeds, "budget": budget, "by_reward": {}}
+        if all("kl_aligned" in by_seed[s].columns for s in control_seeds):
+            entry["kl_to_base"] = crossed_bootstrap(
+                np.stack([by_seed[s]["kl_aligned"].to_numpy().astype(np.float64) for s in control_seeds]), **boot)
         for reward in rewards:
             control = np.stack([by_seed[s][f"{reward}_aligned"].to_numpy().astype(np.float64) for s in control_seeds])
             base = np.stack([by_seed[s][f"{reward}_base"].to_numpy().astype(np.float64) for s in control_seeds])
@@ -273,7 +276,8 @@ def markdown(summary: dict, *, title: str, figure: str | None = None) -> str:
                   "paired on the same prompts and base answers (those seeds only; rounds 2 and on train from the round before, "
                   "so `steps so far` is their training budget).", ""]
         for reward, entry in control["by_reward"].items():
-            lines += [f"Control's {reward}: mean {_ci(entry['mean'])}, gain vs base {_ci(entry['gain_vs_base'])}.", "",
+            kl = f", KL to base {_ci(control['kl_to_base'], 2)} nats" if "kl_to_base" in control else ""
+            lines += [f"Control's {reward}: mean {_ci(entry['mean'])}, gain vs base {_ci(entry['gain_vs_base'])}{kl}.", "",
                       f"| round | steps so far | {reward}: round minus control | |", "|---|---|---|---|"]
             for k, row in entry["by_round"].items():
                 steps = ", ".join(sorted(set(map(str, row["steps_so_far"].values()))))

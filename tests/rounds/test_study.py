@@ -175,6 +175,7 @@ def test_control_is_paired_with_each_round(tmp_path):
     sentiment = control["by_reward"]["sentiment"]
     controlled = (tables[0][(1, "vs_base")]["sentiment_base"] + 0.2).to_numpy()
     assert sentiment["gain_vs_base"]["mean"] == pytest.approx(0.2)
+    assert control["kl_to_base"]["mean"] == pytest.approx(tables[0][(1, "vs_base")]["kl_aligned"].mean())
     for k in (1, 2, 3):
         expected = np.mean(tables[0][(k, "vs_base")]["sentiment_aligned"].to_numpy() - controlled)
         row = sentiment["by_round"][str(k)]
