@@ -14,6 +14,7 @@ everything from the copies already in reports/rounds_study/.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import typer
@@ -62,8 +63,8 @@ def main(
             collect_control(name, seed, workspace, out)
     summary = summarize(out, samples=samples)
     write_json(summary, out / "study.json")
-    relative = Path("figures") / figure_path.name if figure_path.parent.name == "figures" else figure_path
+    link = os.path.relpath(figure_path.resolve(), report.resolve().parent)  # the figure as the report links it
     with atomic_path(report) as tmp:
-        tmp.write_text(markdown(summary, title=title, figure=str(relative)))
+        tmp.write_text(markdown(summary, title=title, figure=link))
     figure(summary, figure_path)
     log.info("rounds-study: %d seed(s), rounds %s -> %s", len(summary["seeds"]), summary["rounds"], report)
