@@ -47,7 +47,7 @@ def test_every_stage_of_dvc_yaml_is_a_command_with_its_help():
     command's --help runs and documents every option dvc.yaml passes it."""
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     commands = {c.name for c in app.registered_commands}
-    assert commands == set(stages) | {"compare", "export"}
+    assert commands == set(stages) | {"compare", "export", "rounds-study"}
     for name, stage in stages.items():
         result = run(name, "--help")
         assert result.exit_code == 0, result.output
