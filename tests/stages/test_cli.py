@@ -43,7 +43,7 @@ def run(*args):
 
 
 def test_every_stage_of_dvc_yaml_is_a_command_with_its_help():
-    """Each DVC stage is a `dlma` command of the same name (plus compare and export), and each
+    """Each DVC stage is a `dlma` command of the same name (plus compare, export and rounds-study), and each
     command's --help runs and documents every option dvc.yaml passes it."""
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     commands = {c.name for c in app.registered_commands}
