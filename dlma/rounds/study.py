@@ -24,12 +24,11 @@ import numpy as np
 import polars as pl
 
 from dlma.core.errors import DlmaError
+from dlma.compare.summary import KEY, SIGNED  # the comparison's prompt key and verdict signs
 from dlma.core.io import atomic_path
 from dlma.evaluate.stats import crossed_bootstrap
 from dlma.truth import TRUE_REWARDS
 
-SIGNED = {"win": 1.0, "tie": 0.0, "lose": -1.0}
-KEY = ["set", "id"]
 BASELINES = ("vs_base", "vs_previous")
 
 
