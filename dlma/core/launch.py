@@ -22,6 +22,9 @@ from dlma.core.config import load_section
 from dlma.core.errors import DlmaError
 from dlma.core.params import RunParams
 
+# The shells DVC may run a stage's command through (`$SHELL -c`, /bin/sh when unset).
+SHELLS = frozenset({"sh", "dash", "bash", "zsh", "ksh", "mksh", "ash", "busybox", "fish"})
+
 
 def command(params: RunParams, module: str, args: list[str]) -> list[str]:
     """The command line that runs `module` with `args` as `params` say."""
@@ -49,34 +52,108 @@ def main(argv: list[str]) -> None:
         sys.exit(2)
     cmd = command(params, argv[1], argv[2:])
     if os.environ.get("DVC_STAGE"):
-        die_with_parent()
+        die_with_dvc()
     os.execv(cmd[0], cmd)  # the stage's exit code is this command's
 
 
-def die_with_parent() -> bool:
-    """Under DVC: have the kernel send this process SIGTERM when its parent (the `dvc`
-    process: DVC runs the stage's command through `$SHELL -c`, which execs it) dies, so a
+def die_with_dvc() -> bool:
+    """Under DVC: stop this process (SIGTERM) when the `dvc` process that started it dies, so a
     killed `dvc` leaves no stage running on (an orphaned train went on to register its model
-    while the rerun registered it again). It survives the exec into the stage, or into
-    torchrun / accelerate, which stop their workers on SIGTERM. Linux only (prctl); elsewhere
-    a no-op. Returns whether it was set."""
+    while the rerun registered it again). Called before the exec into the stage, or into
+    torchrun / accelerate, which stop their workers on SIGTERM. Linux only; elsewhere a no-op.
+    Returns whether it was set.
+
+    DVC runs the command as `$SHELL -c "<cmd>"`. bash execs a single command, so dvc is the
+    parent and the kernel's parent-death signal (PR_SET_PDEATHSIG, which survives exec) is
+    enough. Debian's dash (/bin/sh, what DVC uses when SHELL is unset, as under some CI
+    runners) forks instead: the shell outlives dvc, the signal never comes. Then a watchdog
+    process waits on dvc itself (`watch_process`)."""
     if not sys.platform.startswith("linux"):
         return False
-    import ctypes
     import signal
 
-    PR_SET_PDEATHSIG = 1
     # An ignored or blocked SIGTERM survives exec: under a parent that ignores it (a CI runner,
     # `nohup`-style job wrappers) the death signal would be dropped and the orphan would train
     # on. A stage under DVC is meant to die with it, so take the default action back.
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+    if not _set_parent_death_signal(signal.SIGTERM):
         return False
-    if os.getppid() == 1:  # the parent died before prctl: no signal will come
+    dvc = dvc_process()
+    if dvc <= 1:  # dvc died before we looked: no signal will come
         os.kill(os.getpid(), signal.SIGTERM)
+    elif dvc != os.getppid():
+        return watch_process(dvc)
     return True
+
+
+def dvc_process() -> int:
+    """The pid of the process that started this one's command: the nearest ancestor that is
+    not a `<shell> -c` it ran through. 1 when that process is gone (the orphan was adopted)."""
+    pid = os.getppid()
+    while pid > 1 and _runs_shell_command(pid):
+        pid = _parent_pid(pid)
+    return pid
+
+
+def watch_process(pid: int) -> bool:
+    """Fork a watchdog that sends SIGTERM to this process (or what it execs into) when the
+    process `pid` exits. The watchdog dies with this process, so it never signals a reused pid.
+    Written by hand: nothing in the standard library or our dependencies ties one process's
+    life to a non-parent's."""
+    import select
+    import signal
+
+    watched = os.getpid()
+    try:
+        pidfd = os.pidfd_open(pid)  # a handle on that very process: immune to pid reuse
+    except ProcessLookupError:  # already gone
+        os.kill(watched, signal.SIGTERM)
+        return True
+    except OSError as exc:  # Linux < 5.3
+        print(f"warning: cannot watch the dvc process ({exc}); killing dvc alone may leave this stage running",
+              file=sys.stderr)
+        return False
+    if os.fork() == 0:  # the watchdog: no Python cleanup, no exceptions past this frame
+        try:
+            _set_parent_death_signal(signal.SIGKILL)
+            if os.getppid() == watched:  # else the stage already ended
+                devnull = os.open(os.devnull, os.O_RDWR)
+                for fd in (0, 1, 2):  # hold no pipe of the stage's open (readers wait for EOF)
+                    os.dup2(devnull, fd)
+                os.closerange(3, pidfd)
+                os.closerange(pidfd + 1, 1 << 16)
+                select.select([pidfd], [], [])  # readable when the process exits
+                os.kill(watched, signal.SIGTERM)
+        finally:
+            os._exit(0)
+    os.close(pidfd)
+    return True
+
+
+def _set_parent_death_signal(signum: int) -> bool:
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    libc = ctypes.CDLL(None, use_errno=True)
+    return libc.prctl(PR_SET_PDEATHSIG, signum, 0, 0, 0) == 0
+
+
+def _runs_shell_command(pid: int) -> bool:
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    name = os.path.basename(argv[0].decode(errors="replace")).lstrip("-")
+    return name in SHELLS and b"-c" in argv[1:]
+
+
+def _parent_pid(pid: int) -> int:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 1
+    return int(stat.rsplit(")", 1)[1].split()[1])  # after "(comm)": state, ppid
 
 
 if __name__ == "__main__":

@@ -97,13 +97,15 @@ def stage_processes(root, module: str) -> list[int]:
 
 def test_killing_only_dvc_stops_the_stage(tmp_path, tiny_model_dir):
     """`kill -9` of the dvc process alone (not its process group) during train: the stage
-    stops too (dlma.core.launch.die_with_parent), instead of training on and registering its
+    stops too (dlma.core.launch.die_with_dvc), instead of training on and registering its
     model while the rerun registers it again. The rerun then ends with one finished run and one
     registered version."""
     repo = DvcRepo(tmp_path, tiny_model_dir, SMALL | {"train": SMALL["train"] | {"max_steps": 200}})
-    # Started with SIGTERM ignored, as some CI runners start their jobs: the ignored disposition
-    # survives exec into dvc and the stage, and must not keep the stage alive.
-    process = subprocess.Popen(["dvc", "repro"], cwd=repo.root, env=repo.env, stdout=subprocess.DEVNULL,
+    # As some CI runners start their jobs: SIGTERM ignored (the ignored disposition survives
+    # exec into dvc and the stage, and must not keep the stage alive) and SHELL unset, so DVC
+    # runs the command through /bin/sh, which on Debian (dash) forks and outlives dvc.
+    env = {key: value for key, value in repo.env.items() if key != "SHELL"}
+    process = subprocess.Popen(["dvc", "repro"], cwd=repo.root, env=env, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL, start_new_session=True,
                                preexec_fn=lambda: signal.signal(signal.SIGTERM, signal.SIG_IGN))
     deadline = time.time() + 600
@@ -111,12 +113,13 @@ def test_killing_only_dvc_stops_the_stage(tmp_path, tiny_model_dir):
         assert process.poll() is None, "the pipeline ended before train could be killed"
         assert time.time() < deadline
         time.sleep(0.05)
-    (stage,) = stage_processes(repo.root, "stages.train")
+    stage = stage_processes(repo.root, "stages.train")  # the stage, and the watchdog that /bin/sh's fork needs
+    assert stage
     os.kill(process.pid, signal.SIGKILL)  # dvc only: the stage is not in its process group's kill
     process.wait()
     deadline = time.time() + 20
     while stage_processes(repo.root, "stages.train"):
-        assert time.time() < deadline, f"the stage (pid {stage}) still runs after dvc was killed"
+        assert time.time() < deadline, f"the stage (pids {stage}) still runs after dvc was killed"
         time.sleep(0.1)
     client = store(repo)
     assert client.search_model_versions("name='dlma'") == []  # it stopped before registering
