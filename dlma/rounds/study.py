@@ -72,8 +72,7 @@ def collect_control(name: str, seed: int, workspace: Path, out: Path) -> list[Pa
     """Copy a one-round control run of seed `seed` (e.g. one round trained as many steps as
     the rounds together: `-S train.epochs=3`) into `out/seed<s>/control_<name>.parquet` (its
     evaluation table) and `control_<name>.json` (its training report)."""
-    if not name.replace("-", "").replace("_", "").isalnum():
-        raise DlmaError(f"control name '{name}': use letters, digits, '-' and '_'")
+    _check_name("control", name)
     target = out / f"seed{seed}"
     target.mkdir(parents=True, exist_ok=True)
     written = []
@@ -84,6 +83,36 @@ def collect_control(name: str, seed: int, workspace: Path, out: Path) -> list[Pa
         with atomic_path(destination) as tmp:
             shutil.copyfile(source, tmp)
         written.append(destination)
+    return written
+
+
+def _check_name(kind: str, name: str) -> None:
+    if not name.replace("-", "").replace("_", "").isalnum():
+        raise DlmaError(f"{kind} name '{name}': use letters, digits, '-' and '_'")
+
+
+def collect_variant(name: str, seed: int, workspace: Path, rounds: int, out: Path) -> list[Path]:
+    """Copy a variant of seed `seed`'s rounds (the same round 1, then other `rounds.*` settings:
+    `-S rounds.reference=previous`, `-S rounds.keep_pairs=true`) into `out/seed<s>/`:
+    `variant_<name>_round<k>_vs_{base,previous}.parquet` and `variant_<name>_round<k>.json`,
+    k = 1..rounds (round 1's table only, to check that the variant forks from the same round 1)."""
+    _check_name("variant", name)
+    target = out / f"seed{seed}"
+    target.mkdir(parents=True, exist_ok=True)
+    written = []
+    for k in range(1, rounds + 1):
+        sources = sample_paths(workspace, k)
+        copies = [(sources["vs_base"], target / f"variant_{name}_round1_vs_base.parquet")] if k == 1 else [
+            (sources[against], target / f"variant_{name}_round{k}_{against}.parquet") for against in BASELINES]
+        if k > 1:
+            copies.append((workspace / "reports" / "rounds" / f"{k}.json", target / f"variant_{name}_round{k}.json"))
+        for source, destination in copies:
+            if not source.is_file():
+                raise DlmaError(f"variant {name}, seed {seed}: '{source}' does not exist; run the variant's rounds there "
+                                f"(rounds.count >= {k}) and `dvc exp apply` it first")
+            with atomic_path(destination) as tmp:
+                shutil.copyfile(source, tmp)
+            written.append(destination)
     return written
 
 
@@ -160,7 +189,63 @@ def summarize(folder: Path, *, samples: int = 2000, seed: int = 0) -> dict:
         out["by_round"][str(k)] = entry
     out["settings"] = _settings(folder, seeds, rounds)
     out["controls"] = _controls(folder, tables, seeds, rounds, rewards, out["settings"], boot)
+    out["variants"] = _variants(folder, tables, seeds, rounds, rewards, boot)
     return out
+
+
+def _variants(folder: Path, tables, seeds, rounds, rewards, boot) -> dict:
+    """Each variant's rounds against the study's own, on the seeds that ran it: its round k's
+    true reward minus the study's round k on the same prompts and base answers, its gain over
+    its own round before, and its KL to the base model. The variant must fork from the same
+    round 1 (its round-1 answers identical to the study's: checked)."""
+    found: dict[str, dict[tuple[int, int, str], pl.DataFrame]] = {}
+    for path in sorted(folder.glob("seed*/variant_*_round*_vs_*.parquet")):
+        seed = int(path.parent.name.removeprefix("seed"))
+        name, _, rest = path.stem.removeprefix("variant_").rpartition("_round")
+        number, against = rest.split("_", 1)
+        if seed in seeds:
+            found.setdefault(name, {})[(seed, int(number), against)] = pl.read_parquet(path).sort(KEY)
+    variants = {}
+    for name, own in found.items():
+        variant_seeds = sorted({s for s, _, _ in own})
+        variant_rounds = [k for k in rounds if k > 1 and all((s, k, a) in own for s in variant_seeds for a in BASELINES)]
+        for s in variant_seeds:
+            first, study_first = own.get((s, 1, "vs_base")), tables[(s, 1, "vs_base")]
+            if first is None or not first.select(KEY, "answer_aligned").equals(study_first.select(KEY, "answer_aligned")):
+                raise DlmaError(f"variant {name}, seed {s}: its round 1 is not the study's (other prompts or answers); a "
+                                "variant changes rounds.* only, so its round 1 must be the same run")
+        entry: dict = {"seeds": variant_seeds, "rounds": variant_rounds, "settings": {}, "budget": {}, "by_round": {}}
+        for k in variant_rounds:
+            budget, settings = {}, {}
+            for s in variant_seeds:
+                report = folder / f"seed{s}" / f"variant_{name}_round{k}.json"
+                data = json.loads(report.read_text()) if report.is_file() else {}
+                settings = {key: data.get(key) for key in ("start", "reference", "keep_pairs")}  # one variant: the same in every seed
+                budget[str(s)] = {"pairs": data.get("train", {}).get("pairs"), "steps": data.get("train", {}).get("steps")}
+            entry["settings"][str(k)], entry["budget"][str(k)] = settings, budget
+            for s in variant_seeds:
+                if not (own[(s, k, "vs_base")]["answer_base"] == tables[(s, k, "vs_base")]["answer_base"]).all():
+                    raise DlmaError(f"variant {name}, seed {s}, round {k}: its base answers differ from the study's; "
+                                    "run it with the same data, evaluate and generate params and seed")
+
+            def matrix(source, against, column):
+                return np.stack([source[(s, k, against)][column].to_numpy().astype(np.float64) for s in variant_seeds])
+
+            row: dict = {}
+            for reward in rewards:
+                aligned = matrix(own, "vs_base", f"{reward}_aligned")
+                row[reward] = {
+                    "mean": crossed_bootstrap(aligned, **boot),
+                    "gain_vs_base": crossed_bootstrap(aligned - matrix(own, "vs_base", f"{reward}_base"), **boot),
+                    "gain_vs_previous": crossed_bootstrap(matrix(own, "vs_previous", f"{reward}_aligned")
+                                                          - matrix(own, "vs_previous", f"{reward}_base"), **boot),
+                    "variant_minus_study": crossed_bootstrap(aligned - matrix(tables, "vs_base", f"{reward}_aligned"), **boot),
+                }
+            if all("kl_aligned" in own[(s, k, "vs_base")].columns for s in variant_seeds):
+                row["kl_to_base"] = crossed_bootstrap(matrix(own, "vs_base", "kl_aligned"), **boot)
+            entry["by_round"][str(k)] = row
+        variants[name] = entry
+    return variants
 
 
 def _controls(folder: Path, tables, seeds, rounds, rewards, settings, boot) -> dict:
@@ -281,6 +366,24 @@ def markdown(summary: dict, *, title: str, figure: str | None = None) -> str:
             for k, row in entry["by_round"].items():
                 steps = ", ".join(sorted(set(map(str, row["steps_so_far"].values()))))
                 lines.append(f"| {k} | {steps} | {_ci(row['round_minus_control'])} | interval {side(row['round_minus_control'])} |")
+            lines.append("")
+    for name, variant in summary.get("variants", {}).items():
+        lines += [f"## Variant `{name}`", "",
+                  f"The same round 1, then other round settings; seeds {', '.join(map(str, variant['seeds']))}. "
+                  "`variant minus study`: its round k's true reward minus the study's round k, paired on the same prompts "
+                  "and base answers (those seeds only).", ""]
+        for k, setting in variant["settings"].items():
+            budget = "; ".join(f"seed {s}: {b['pairs']} pairs, {b['steps']} steps" for s, b in variant["budget"][k].items())
+            lines.append(f"- round {k}: start `{setting['start']}`, reference `{setting['reference']}`, "
+                         f"earlier pairs kept: {setting['keep_pairs']} ({budget})")
+        lines.append("")
+        for reward in summary["true_rewards"]:
+            lines += [f"| round | {reward}: mean | gain vs base | gain vs its round before | variant minus study | KL to base |",
+                      "|---|---|---|---|---|---|"]
+            for k, row in variant["by_round"].items():
+                lines.append(f"| {k} | {_ci(row[reward]['mean'])} | {_ci(row[reward]['gain_vs_base'])} "
+                             f"| {_ci(row[reward]['gain_vs_previous'])} | {_ci(row[reward]['variant_minus_study'])} "
+                             f"| {_ci(row.get('kl_to_base'), 2)} |")
             lines.append("")
     if any("kl_to_base" in summary["by_round"][str(k)] for k in rounds):
         lines += ["## KL to the base model (nats per answer)", "", "| round | KL |", "|---|---|"]

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from dlma.cli import app
 from dlma.core.errors import DlmaError
-from dlma.rounds.study import collect, collect_control, markdown, summarize, verdict
+from dlma.rounds.study import collect, collect_control, collect_variant, markdown, summarize, verdict
 
 PROMPTS = 12
 ROUNDS = 3
@@ -151,6 +151,8 @@ def test_command_collects_then_recomputes_from_the_copies(tmp_path):
     assert bad.exit_code == 2 and "SEED=WORKSPACE" in bad.output
     bad = CliRunner().invoke(app, [*args, "--control", "epochs3=somewhere"])
     assert bad.exit_code == 2 and "NAME:SEED=WORKSPACE" in bad.output
+    bad = CliRunner().invoke(app, [*args, "--variant", "refprev=somewhere"])
+    assert bad.exit_code == 2 and "--variant 'refprev=somewhere': expected NAME:SEED=WORKSPACE" in bad.output
 
 
 def control_workspace(root, seed_tables: dict, shift: float, *, other_base: bool = False) -> None:
@@ -187,3 +189,62 @@ def test_control_is_paired_with_each_round(tmp_path):
     collect_control("epochs3", 1, tmp_path / "c1", tmp_path / "study")
     with pytest.raises(DlmaError, match="control epochs3, seed 1: its evaluation is not paired"):
         summarize(tmp_path / "study")
+
+
+def variant_workspace(root, seed_tables: dict, shift: float, *, other_first_round: bool = False) -> dict:
+    """The same seed's rounds with `rounds.reference=previous`: the same round 1, then rounds
+    whose answers ('v<k>-<i>') score `shift` above the study's round k on the same base answers."""
+    (root / "reports" / "rounds").mkdir(parents=True)
+    first = seed_tables[(1, "vs_base")]
+    if other_first_round:
+        first = first.with_columns(pl.Series("answer_aligned", [f"another-{i}" for i in range(PROMPTS)]))
+    first.write_parquet(root / "reports" / "eval_samples.parquet")
+    (root / "reports" / "train.json").write_text(json.dumps({"pairs": 128, "steps": 32}))
+    rng = np.random.default_rng(7)
+    tables, previous_answers = {}, first["answer_aligned"].to_list()
+    for k in range(2, ROUNDS + 1):
+        answers = [f"v{k}-{i}" for i in range(PROMPTS)]
+        tables[(k, "vs_base")] = seed_tables[(k, "vs_base")].with_columns(
+            pl.col("sentiment_aligned") + shift, pl.Series("answer_aligned", answers))
+        tables[(k, "vs_previous")] = table(rng, answers, previous_answers, 0.03)
+        previous_answers = answers
+        folder = root / "rounds" / str(k)
+        folder.mkdir(parents=True)
+        for against in ("vs_base", "vs_previous"):
+            tables[(k, against)].write_parquet(folder / f"eval_samples_{against}.parquet")
+        (root / "reports" / "rounds" / f"{k}.json").write_text(json.dumps(
+            {"round": k, "start": "previous", "reference": "previous", "keep_pairs": False, "train": {"pairs": 128, "steps": 32}}))
+    return tables
+
+
+def test_variant_is_paired_with_the_study_round_by_round(tmp_path):
+    tables = {s: workspace(tmp_path / f"w{s}", s) for s in (0, 1)}
+    variant = variant_workspace(tmp_path / "v1", tables[1], 0.15)
+    collect({0: tmp_path / "w0", 1: tmp_path / "w1"}, ROUNDS, tmp_path / "study")
+    collect_variant("refprev", 1, tmp_path / "v1", ROUNDS, tmp_path / "study")
+    summary = summarize(tmp_path / "study", samples=300)
+    entry = summary["variants"]["refprev"]
+    assert entry["seeds"] == [1] and entry["rounds"] == [2, 3]  # seed 0 has no variant; round 1 is shared
+    assert entry["settings"]["2"] == {"start": "previous", "reference": "previous", "keep_pairs": False}
+    assert entry["budget"]["3"] == {"1": {"pairs": 128, "steps": 32}}
+    for k in (2, 3):
+        row = entry["by_round"][str(k)]["sentiment"]
+        own_base, own_previous = variant[(k, "vs_base")], variant[(k, "vs_previous")]
+        assert row["variant_minus_study"]["mean"] == pytest.approx(0.15)
+        assert row["variant_minus_study"]["ci_low"] == pytest.approx(0.15)  # a constant difference: no spread
+        assert row["mean"]["mean"] == pytest.approx(own_base["sentiment_aligned"].mean())
+        assert row["gain_vs_base"]["mean"] == pytest.approx((own_base["sentiment_aligned"] - own_base["sentiment_base"]).mean())
+        assert row["gain_vs_previous"]["mean"] == pytest.approx(
+            (own_previous["sentiment_aligned"] - own_previous["sentiment_base"]).mean())
+        assert entry["by_round"][str(k)]["kl_to_base"]["mean"] == pytest.approx(own_base["kl_aligned"].mean())
+    text = markdown(summary, title="t")
+    assert "## Variant `refprev`" in text and "reference `previous`" in text and "+0.150 [+0.150, +0.150]" in text
+
+    variant_workspace(tmp_path / "v0", tables[0], 0.1, other_first_round=True)
+    collect_variant("refprev", 0, tmp_path / "v0", ROUNDS, tmp_path / "study")
+    with pytest.raises(DlmaError, match="variant refprev, seed 0: its round 1 is not the study's"):
+        summarize(tmp_path / "study")
+    with pytest.raises(DlmaError, match="rounds.count >= 4"):
+        collect_variant("refprev", 0, tmp_path / "v0", 4, tmp_path / "study")
+    with pytest.raises(DlmaError, match="variant name 'a/b'"):
+        collect_variant("a/b", 0, tmp_path / "v0", ROUNDS, tmp_path / "study")
