@@ -242,7 +242,9 @@ def _variants(folder: Path, tables, seeds, rounds, rewards, boot) -> dict:
                     "variant_minus_study": crossed_bootstrap(aligned - matrix(tables, "vs_base", f"{reward}_aligned"), **boot),
                 }
             if all("kl_aligned" in own[(s, k, "vs_base")].columns for s in variant_seeds):
-                row["kl_to_base"] = crossed_bootstrap(matrix(own, "vs_base", "kl_aligned"), **boot)
+                kl = matrix(own, "vs_base", "kl_aligned")
+                row["kl_to_base"] = crossed_bootstrap(kl, **boot)
+                row["kl_minus_study"] = crossed_bootstrap(kl - matrix(tables, "vs_base", "kl_aligned"), **boot)
             entry["by_round"][str(k)] = row
         variants[name] = entry
     return variants
@@ -378,12 +380,12 @@ def markdown(summary: dict, *, title: str, figure: str | None = None) -> str:
                          f"earlier pairs kept: {setting['keep_pairs']} ({budget})")
         lines.append("")
         for reward in summary["true_rewards"]:
-            lines += [f"| round | {reward}: mean | gain vs base | gain vs its round before | variant minus study | KL to base |",
-                      "|---|---|---|---|---|---|"]
+            lines += [f"| round | {reward}: mean | gain vs base | gain vs its round before | variant minus study | KL to base "
+                      "| KL minus study |", "|---|---|---|---|---|---|---|"]
             for k, row in variant["by_round"].items():
                 lines.append(f"| {k} | {_ci(row[reward]['mean'])} | {_ci(row[reward]['gain_vs_base'])} "
                              f"| {_ci(row[reward]['gain_vs_previous'])} | {_ci(row[reward]['variant_minus_study'])} "
-                             f"| {_ci(row.get('kl_to_base'), 2)} |")
+                             f"| {_ci(row.get('kl_to_base'), 2)} | {_ci(row.get('kl_minus_study'), 2)} |")
             lines.append("")
     if any("kl_to_base" in summary["by_round"][str(k)] for k in rounds):
         lines += ["## KL to the base model (nats per answer)", "", "| round | KL |", "|---|---|"]

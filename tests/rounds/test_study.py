@@ -205,7 +205,7 @@ def variant_workspace(root, seed_tables: dict, shift: float, *, other_first_roun
     for k in range(2, ROUNDS + 1):
         answers = [f"v{k}-{i}" for i in range(PROMPTS)]
         tables[(k, "vs_base")] = seed_tables[(k, "vs_base")].with_columns(
-            pl.col("sentiment_aligned") + shift, pl.Series("answer_aligned", answers))
+            pl.col("sentiment_aligned") + shift, pl.col("kl_aligned") * 2, pl.Series("answer_aligned", answers))
         tables[(k, "vs_previous")] = table(rng, answers, previous_answers, 0.03)
         previous_answers = answers
         folder = root / "rounds" / str(k)
@@ -237,6 +237,8 @@ def test_variant_is_paired_with_the_study_round_by_round(tmp_path):
         assert row["gain_vs_previous"]["mean"] == pytest.approx(
             (own_previous["sentiment_aligned"] - own_previous["sentiment_base"]).mean())
         assert entry["by_round"][str(k)]["kl_to_base"]["mean"] == pytest.approx(own_base["kl_aligned"].mean())
+        assert entry["by_round"][str(k)]["kl_minus_study"]["mean"] == pytest.approx(
+            (own_base["kl_aligned"] - tables[1][(k, "vs_base")]["kl_aligned"]).mean())
     text = markdown(summary, title="t")
     assert "## Variant `refprev`" in text and "reference `previous`" in text and "+0.150 [+0.150, +0.150]" in text
 
