@@ -13,6 +13,7 @@ from dlma.export import command as export_command
 from dlma.rounds import command as rounds_study_command
 from stages import (
     agreement,
+    base_answers,
     evaluate,
     generate,
     human,
@@ -34,7 +35,7 @@ from stages import round as round_stage
 app = typer.Typer(
     help=(
         "DLMA: align a language model without human labels. The pipeline is "
-        "model, sources -> prepare -> generate -> score -> filter -> train -> evaluate (with sets, human -> reward for the "
+        "model, sources -> prepare -> generate -> score -> filter -> train -> evaluate (with base_answers: the base model's answers, sets, human -> reward for the "
         "reward-model judge, agreement: every labeller against human labels, and truth: every labeller against the "
         "true reward of a controlled objective; round_plan -> round -> rounds_report: iterative rounds, rounds.count); run it all with `dvc repro`, "
         "or one stage at a time with these commands (paths as in dvc.yaml)."
@@ -53,6 +54,7 @@ app.command("recover")(recover.main)
 app.command("train")(train.main)
 app.command("agreement")(agreement.main)
 app.command("truth")(truth.main)
+app.command("base_answers")(base_answers.main)
 app.command("evaluate")(evaluate.main)
 app.command("human")(human.main)
 app.command("reward")(reward.main)

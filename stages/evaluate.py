@@ -3,7 +3,8 @@
     python -m stages.evaluate --eval-prompts data/prompts_eval.parquet --model-id data/model.json \
         --aligned models/dlma --scored data/scored.parquet --curve reports/plots/train.csv --sets data/eval_sets.json \
         --agreement reports/agreement.json --agreement-samples reports/agreement_samples.parquet \
-        --metrics reports/metrics.json --samples reports/eval_samples.parquet --report reports/report.md \
+        --base-answers data/base_answers.parquet --metrics reports/metrics.json --samples reports/eval_samples.parquet \
+        --report reports/report.md \
         --score-hist reports/plots/score_hist.csv --win-rate reports/plots/win_rate.csv \
         --figure-score-hist reports/figures/score_hist.png --figure-win-rate reports/figures/win_rate.png \
         --figure-train-curve reports/figures/train_curve.png
@@ -42,6 +43,8 @@ def main(
     sets: Path = typer.Option(None, help="input: evaluation sets' identities from the sets stage (checked when given)"),
     agreement: Path = typer.Option(..., help="input: the agreement stage's summary (JSON), for the report"),
     agreement_samples: Path = typer.Option(..., help="input: the agreement stage's per-pair verdicts (Parquet), the judges' validity"),
+    base_answers: Path = typer.Option(None, help="input: the base model's answers (Parquet, the base_answers stage); "
+                                      "without it they are sampled here"),
     metrics: Path = typer.Option(..., help="output: headline metrics (JSON)"),
     samples: Path = typer.Option(..., help="output: every prompt, both answers, every verdict (Parquet)"),
     report: Path = typer.Option(..., help="output: the Markdown report"),
@@ -54,7 +57,8 @@ def main(
 ) -> None:
     """Evaluate the aligned model against the base model; report the label agreement beside it."""
     config = EvaluateConfig.load(params_file)
-    inputs = EvaluateInputs(eval_prompts, model_id, aligned, scored, curve, agreement, agreement_samples, sets)
+    inputs = EvaluateInputs(eval_prompts, model_id, aligned, scored, curve, agreement, agreement_samples, sets,
+                            base_answers=base_answers)
     outputs = EvaluateOutputs(metrics, samples, report, score_hist, win_rate,
                               figure_score_hist, figure_win_rate, figure_train_curve)
     evaluation = evaluate(config, inputs)

@@ -43,6 +43,8 @@ def main(
     sets: Path = typer.Option(..., help="input: evaluation sets' identities from the sets stage"),
     agreement: Path = typer.Option(..., help="input: the agreement stage's summary (JSON)"),
     agreement_samples: Path = typer.Option(..., help="input: the agreement stage's per-pair verdicts (Parquet)"),
+    base_answers: Path = typer.Option(None, help="input: the base model's answers to the evaluation prompts (Parquet); "
+                                      "without it they are sampled here"),
     checkpoints: Path = typer.Option(..., help="where resumable checkpoints live (one folder per model version)"),
     out: Path = typer.Option(..., help="output: this round's folder (data, model, reports)"),
     metrics: Path = typer.Option(..., help="output: this round's metrics (JSON)"),
@@ -60,7 +62,7 @@ def main(
         log.info("round %d: not run (rounds.count is %d)", round_number, rounds.count)
         return
     paths = RoundPaths(round_number, previous_model, previous_preferences, prompts, eval_prompts, model_id, sets, agreement,
-                       agreement_samples, checkpoints, out)
+                       agreement_samples, checkpoints, out, base_answers)
     # Written into a partial folder, renamed when complete: a crash leaves no half round for DVC
     # to cache (a rerun starts the folder again; training resumes from its checkpoints).
     partial = out.with_name(f".{out.name}.partial")

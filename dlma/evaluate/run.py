@@ -19,23 +19,22 @@ import polars as pl
 
 from dlma.agreement.run import read_agreement
 from dlma.core.config import flatten, load_section
-from dlma.core.errors import DlmaError
 from dlma.core.hashing import file_sha256
 from dlma.core.numerics import DtypeChoice
 from dlma.core.io import atomic_path, write_csv, write_json, write_parquet
 from dlma.evaluate import report as reporting
+from dlma.evaluate.answers import bare_contexts, read_answers, sample_answers
 from dlma.evaluate.judges import JUDGES, JudgeContext, JudgeResult, run_judges
 from dlma.evaluate.params import EvaluateParams, check_set_pairs
 from dlma.evaluate.quality import quality_guards
 from dlma.evaluate.sets import prompt_sets, read_identities
 from dlma.evaluate.stats import accuracy_summary, verdict_summary
 from dlma.evaluate.validity import failed_checks, headline
-from dlma.generate.pairs import within_prompt_limit
 from dlma.generate.params import GenerateParams
-from dlma.generate.sampling import Sample, row_seed, sample_responses
+from dlma.generate.sampling import Sample
 from dlma.lm.logprobs import response_logprobs
 from dlma.lm.params import PromptsParams
-from dlma.lm.prompts import encode_contexts, response_tokens
+from dlma.lm.prompts import response_tokens
 from dlma.model import (
     ModelParams,
     load_aligned,
@@ -85,6 +84,7 @@ class EvaluateInputs:
     agreement_samples: Path  # and its per-pair verdicts (Parquet)
     sets: Path | None = None  # identities from the sets stage; None: not checked
     baseline: Path | None = None  # a trained model to compare with instead of the base model (a round's previous round)
+    base_answers: Path | None = None  # the base model's answers (base_answers stage); None: sampled here. Unused with baseline
 
 
 @dataclass(frozen=True)
@@ -108,36 +108,26 @@ class Evaluation:
     details: dict
 
 
-def bare_contexts(prompts: pl.DataFrame, tokenizer, config: EvaluateConfig) -> tuple[pl.DataFrame, list[list[int]], int]:
-    """The prompts within generate.max_prompt_tokens, their bare contexts (encoded once, for
-    both models), and how many were skipped for length."""
-    contexts = encode_contexts(tokenizer, config.prompts, prompts["prompt"].to_list(), "bare")
-    keep = within_prompt_limit(contexts, config.generate.max_prompt_tokens)
-    if not any(keep):
-        raise DlmaError(f"every evaluation prompt is longer than generate.max_prompt_tokens={config.generate.max_prompt_tokens}")
-    skipped = len(keep) - sum(keep)
-    if skipped:
-        log.warning("evaluate: skipped %d prompt(s) over generate.max_prompt_tokens", skipped)
-    return prompts.filter(pl.Series(keep)), [c for c, k in zip(contexts, keep) if k], skipped
-
-
 def answer_both(config: EvaluateConfig, inputs: EvaluateInputs, base_path: Path, tokenizer, prompts: pl.DataFrame,
                 contexts: list[list[int]], numerics: DtypeChoice) -> tuple[dict[str, list[Sample]], object]:
-    """Base and aligned answers with the same sampling params; each prompt's random stream
-    depends on its set and id only, so the two answers to a prompt are paired draws.
-    Generation runs in the sampling dtype, judging in the scoring dtype: separate copies,
-    since casting the judge down and back would lose its precision. Returns the samples of
-    each model and the aligned model (the KL estimate scores its answers with it)."""
+    """Base (or baseline) and aligned answers with the same sampling params; each prompt's
+    random stream depends on its set and id only, so the two answers to a prompt are paired
+    draws. The base model's answers come from the base_answers stage when given (sampled
+    there once for every method of a seed). Generation runs in the sampling dtype, judging
+    in the scoring dtype: separate copies, since casting the judge down and back would lose
+    its precision. Returns the samples of each model and the aligned model (the KL estimate
+    scores its answers with it)."""
     dtype, device = numerics.dtype, numerics.device
-    seeds = [row_seed(config.generate.seed, f"{s}/{i}", "bare") for s, i in zip(prompts["set"], prompts["id"])]
 
     def answer(model) -> list[Sample]:
-        return sample_responses(model, tokenizer, contexts, config.generate, seeds=seeds)
+        return sample_answers(model, tokenizer, prompts, contexts, config.generate, desc="generate")
 
-    baseline = (load_aligned(inputs.baseline, dtype=dtype, device=device)[0] if inputs.baseline is not None
-                else load_causal_lm(base_path, dtype=dtype, device=device))
-    samples = {"base": answer(baseline)}
-    del baseline
+    if inputs.baseline is not None:
+        samples = {"base": answer(load_aligned(inputs.baseline, dtype=dtype, device=device)[0])}
+    elif inputs.base_answers is not None:
+        samples = {"base": read_answers(inputs.base_answers, prompts)}
+    else:
+        samples = {"base": answer(load_causal_lm(base_path, dtype=dtype, device=device))}
     aligned_model, _, _ = load_aligned(inputs.aligned, dtype=dtype, device=device)
     samples["aligned"] = answer(aligned_model)
     return samples, aligned_model
@@ -186,7 +176,7 @@ def evaluate(config: EvaluateConfig, inputs: EvaluateInputs) -> Evaluation:
     identities = read_identities(inputs.sets)
     agreement, labelled = read_agreement(inputs.agreement, inputs.agreement_samples)
     prompts, skipped_sets = prompt_sets(inputs.eval_prompts, config.evaluate, identities, config.prompts)
-    prompts, contexts, too_long = bare_contexts(prompts, tokenizer, config)
+    prompts, contexts, too_long = bare_contexts(prompts, tokenizer, config.prompts, config.generate)
     queries = prompts["prompt"].to_list()
     sampling_numerics = stage_dtype(config.model, "generate.dtype", config.generate.dtype)
     samples, aligned_model = answer_both(config, inputs, resolved.path, tokenizer, prompts, contexts, sampling_numerics)

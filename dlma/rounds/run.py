@@ -85,6 +85,7 @@ class RoundPaths:
     agreement_samples: Path
     checkpoints: Path
     out: Path  # this round's folder
+    base_answers: Path | None = None  # the base model's answers (base_answers stage); None: evaluate samples them
 
     def file(self, name: str) -> Path:
         return self.out / name
@@ -223,7 +224,8 @@ def evaluate_round(eval_config: EvaluateConfig, paths: RoundPaths) -> dict:
     results = {}
     for against, baseline in (("vs_base", None), ("vs_previous", paths.previous_model)):
         inputs = EvaluateInputs(paths.eval_prompts, paths.model_id, paths.file("model"), paths.file("scored.parquet"),
-                                paths.file("curve.csv"), paths.agreement, paths.agreement_samples, paths.sets, baseline)
+                                paths.file("curve.csv"), paths.agreement, paths.agreement_samples, paths.sets, baseline,
+                                paths.base_answers)
         evaluation = evaluate(eval_config, inputs)
         write_parquet(evaluation.samples, paths.file(f"eval_samples_{against}.parquet"))
         results[against] = evaluation.metrics

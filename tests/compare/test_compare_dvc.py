@@ -40,6 +40,9 @@ def test_compare_runs_every_method_and_seed_and_reports_them(tmp_path_factory, t
     # Stages that no method or seed changes ran once; the other runs took them from DVC's run cache.
     for stage in ("reward", "agreement"):
         assert result.stderr.count(f"Running stage '{stage}'") == 1, stage
+    # The base model's answers: sampled once per seed, whatever the method (dpo_human's pairs
+    # come from other params, which its stage does not read).
+    assert result.stderr.count("Running stage 'base_answers'") == 2
     compare = json.loads((root / "reports" / "compare.json").read_text())
     assert sorted(compare["experiments"]) == sorted(f"t-{m}-s{s}" for m in ("dlma", "rlcd", "dpo-human") for s in (0, 1))
     assert set(compare["vs_base"]) == {"dlma", "rlcd", "dpo_human"} and compare["seeds"] == [0, 1]

@@ -31,7 +31,7 @@ SMALL = {
 OUTSIDE_SET = {"name": "outside", "source": "../outside/pairs.jsonl", "format": "auto", "columns": {},
                "pku_label": "safer", "pair": "", "optional": False}
 ALL_STAGES = {"model", "sources", "sets", "prepare", "human", "reward", "generate", "score", "filter", "train", "recover", "agreement", "truth",
-              "evaluate"}
+              "base_answers", "evaluate"}
 ALWAYS = ["model", "recover", "sets", "sources"]  # re-checked on every repro (cheap)
 # The later rounds (rounds.count is 1 here): each writes a note that it did not run, and runs
 # again (seconds) when anything a round reads changes.
@@ -52,6 +52,7 @@ def repo(tmp_path_factory, tiny_model_dir):
     repo.commit("outside set")
     ran = repo.repro()
     assert set(ran) == ALL_STAGES and ran.index("train") < ran.index("evaluate") and ran.index("agreement") < ran.index("evaluate")
+    assert ran.index("base_answers") < ran.index("evaluate")
     repo.commit("first run")
     return repo
 
@@ -97,31 +98,38 @@ def test_evaluation_outputs(repo):
         assert (repo.root / "reports/figures" / figure).read_bytes()[:4] == b"\x89PNG"
     samples = pl.read_parquet(repo.root / "reports/eval_samples.parquet")
     assert {"answer_base", "answer_aligned", "verdict_self_contrast", "verdict_ab_judge", "refusal_base"} <= set(samples.columns)
+    # The base model's answers are the base_answers stage's, row for row.
+    base_answers = pl.read_parquet(repo.root / "data/base_answers.parquet")
+    assert base_answers.select("set", "id").equals(samples.select("set", "id"))
+    assert base_answers["answer"].to_list() == samples["answer_base"].to_list()
     shown = repo.run("dvc", "exp", "show", "--json").stdout
     assert "win_rate" in shown and "perplexity" in shown and "contrastive_minus_likelihood" in shown
     plots = repo.run("dvc", "plots", "show", "--json").stdout
     assert "win_rate.csv" in plots and "score_hist.csv" in plots
 
 
-ALL_MODEL_STAGES = {"model", "generate", "score", "train", "evaluate"}
+ALL_MODEL_STAGES = {"model", "generate", "score", "train", "base_answers", "evaluate"}
 # One module of each step (and of the shared folders) -> the stages that run it. The human
 # stage reads evaluate's params, whose checks import the judge registry (and so most steps):
 # it reruns on their edits (a few seconds).
 EDITS = {
     "dlma/core/io.py": ALL_STAGES,
     "dlma/model.py": ALL_MODEL_STAGES | {"recover", "reward", "agreement", "truth", "human", "sets"} | LATER_ROUNDS,
-    "dlma/lm/prompts.py": {"generate", "score", "train", "agreement", "evaluate", "reward", "truth", "human", "recover"} | LATER_ROUNDS,
-    "dlma/data/loaders.py": {"sources", "sets", "prepare", "human", "agreement", "evaluate"} | LATER_ROUNDS,
-    "dlma/reward/run.py": {"reward", "agreement", "evaluate", "truth", "human"} | LATER_ROUNDS,
+    "dlma/lm/prompts.py": {"generate", "score", "train", "agreement", "base_answers", "evaluate", "reward", "truth", "human",
+                           "recover"} | LATER_ROUNDS,
+    "dlma/data/loaders.py": {"sources", "sets", "prepare", "human", "agreement", "base_answers", "evaluate"} | LATER_ROUNDS,
+    # evaluate's params are checked against the judge registry, which imports the reward,
+    # score and truth code: base_answers reruns on their edits (its answers do not change).
+    "dlma/reward/run.py": {"reward", "agreement", "base_answers", "evaluate", "truth", "human"} | LATER_ROUNDS,
     "dlma/agreement/measure.py": {"agreement", "evaluate", "human"} | LATER_ROUNDS,
-    "dlma/generate/sampling.py": {"generate", "evaluate", "train", "recover"} | LATER_ROUNDS,
-    "dlma/generate/params.py": {"generate", "train", "evaluate", "recover"} | LATER_ROUNDS,
-    "dlma/score/contrastive.py": {"score", "agreement", "evaluate", "truth", "human"} | LATER_ROUNDS,
-    "dlma/truth/sentiment.py": {"score", "agreement", "evaluate", "truth", "human"} | LATER_ROUNDS,
+    "dlma/generate/sampling.py": {"generate", "base_answers", "evaluate", "train", "recover"} | LATER_ROUNDS,
+    "dlma/generate/params.py": {"generate", "base_answers", "train", "evaluate", "recover"} | LATER_ROUNDS,
+    "dlma/score/contrastive.py": {"score", "agreement", "base_answers", "evaluate", "truth", "human"} | LATER_ROUNDS,
+    "dlma/truth/sentiment.py": {"score", "agreement", "base_answers", "evaluate", "truth", "human"} | LATER_ROUNDS,
     "dlma/filter/preferences.py": {"filter"} | LATER_ROUNDS,
     "dlma/train/loss.py": {"train"} | LATER_ROUNDS,
     "dlma/tracking/store.py": {"train", "recover", "evaluate"} | LATER_ROUNDS,
-    "dlma/evaluate/report.py": {"evaluate", "agreement", "human"} | LATER_ROUNDS,
+    "dlma/evaluate/report.py": {"evaluate", "base_answers", "agreement", "human"} | LATER_ROUNDS,
     "dlma/rounds/report.py": {"rounds_report"},
     "dlma/rounds/run.py": LATER_ROUNDS,
     "dlma/rounds/study.py": set(),  # the seeds' study (`dlma rounds-study`) is no stage's code
@@ -173,7 +181,8 @@ def test_generate_param_reruns_from_generate(repo):
     generated = repo.sha("data/generated.parquet")
     repo.set_param("generate", "seed", 1)
     # Label agreement does not depend on the trained model: it does not rerun.
-    assert set(repo.repro()) == {"generate", "score", "filter", "train", "truth", "evaluate", "rounds_report", *LATER_ROUNDS, *ALWAYS}
+    assert set(repo.repro()) == {"generate", "score", "filter", "train", "truth", "base_answers", "evaluate", "rounds_report",
+                                 *LATER_ROUNDS, *ALWAYS}
     assert repo.sha("data/generated.parquet") != generated
     repo.run("git", "checkout", "params.yaml")
     repo.repro()
