@@ -345,10 +345,16 @@ def read_card(model_dir: str | Path) -> dict:
 
 
 def load_aligned(model_dir: str | Path, *, dtype=None, device=None, attn_implementation: str | None = None,
-                 trainable: bool = False):
+                 trainable: bool = False, merged: bool = False):
     """(model, tokenizer, card) for a directory written by the train stage: the LoRA
     adapter on its base model (resolved offline and checked by content hash), or the full
-    fine-tuned weights. `trainable`: the adapter's weights train on (a later round)."""
+    fine-tuned weights. `trainable`: the adapter's weights train on (a later round).
+    `merged`: for inference only, the adapter folded into the weights (peft's
+    merge_and_unload, in float32, then cast to `dtype`, as the export does): the same
+    function up to float rounding, without the adapter's extra matmuls at every layer
+    (sampling 1.17x faster on a 2-core CPU, README)."""
+    if trainable and merged:
+        raise ValueError("a merged model has no adapter to train")
     model_dir = Path(model_dir)
     card = read_card(model_dir)
     dtype = dtype or torch.float32
@@ -363,8 +369,11 @@ def load_aligned(model_dir: str | Path, *, dtype=None, device=None, attn_impleme
                 f"base model '{card['base']}' resolves to content {base.sha256[:12]}, but this adapter was "
                 f"trained on {card['base_sha256'][:12]}; point model.base at the original weights"
             )
-        model = load_causal_lm(base.path, dtype=dtype, device=device, attn_implementation=attn_implementation)
+        load_dtype = torch.float32 if merged else dtype
+        model = load_causal_lm(base.path, dtype=load_dtype, device=device, attn_implementation=attn_implementation)
         model = PeftModel.from_pretrained(model, str(model_dir), is_trainable=trainable)
+        if merged:
+            model = model.merge_and_unload().to(dtype)
         model = model if trainable else model.eval()
     else:
         model = load_causal_lm(model_dir, dtype=dtype, device=device, attn_implementation=attn_implementation)

@@ -4,7 +4,8 @@
         --model-id data/model.json --sets data/eval_sets.json --out data/base_answers.parquet
 
 They depend on the base model, the prompts and the sampling params only, not on what was
-trained, so the evaluate stage reads them here, and the methods and variants of a
+trained, so the evaluate stage reads them here (with their log-probs under the base model,
+in the scoring numerics: the base answers' perplexity), and the methods and variants of a
 comparison that share a seed take this stage from DVC's run cache (dlma/evaluate/answers.py).
 """
 
@@ -23,6 +24,7 @@ from dlma.evaluate.params import EvaluateParams
 from dlma.generate.params import GenerateParams
 from dlma.lm.params import PromptsParams
 from dlma.model import ModelParams
+from dlma.score.params import ScoreParams
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +40,8 @@ def main(
     """Sample the base model's answer to every evaluation prompt."""
     answers = sample_base_answers(
         load_section(ModelParams, "model", params_file), load_section(PromptsParams, "prompts", params_file),
-        load_section(GenerateParams, "generate", params_file), load_section(EvaluateParams, "evaluate", params_file),
+        load_section(GenerateParams, "generate", params_file), load_section(ScoreParams, "score", params_file),
+        load_section(EvaluateParams, "evaluate", params_file),
         eval_prompts, model_id, sets)
     write_parquet(answers, out)  # the main process writes (dlma.core.io)
     log.info("wrote %d base answers to %s (%d ended by the model)", answers.height, out, (answers["finish"] == "eos").sum())

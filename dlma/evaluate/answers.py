@@ -5,31 +5,36 @@ the sampling params only, not on what was trained: the `base_answers` stage samp
 once, and every evaluation of that seed reads them (a comparison's methods take the stage
 from DVC's run cache instead of sampling the same answers again, one evaluation each).
 Each prompt's random stream depends on its set and id only (`answer_seeds`), so the base
-and the aligned answer to a prompt are paired draws whichever process sampled them.
+and the aligned answer to a prompt are paired draws whichever process sampled them. The
+table also holds each answer's log-prob under the base model in the scoring numerics (the
+base answers' perplexity, which every evaluation of the seed would otherwise compute again).
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
-import logging
-
 from dlma.core.errors import DlmaError
+from dlma.core.numerics import DtypeChoice
 from dlma.core.tables import require_table
 from dlma.evaluate.params import EvaluateParams
 from dlma.evaluate.sets import prompt_sets, read_identities
 from dlma.generate.pairs import within_prompt_limit
 from dlma.generate.params import GenerateParams
 from dlma.generate.sampling import Sample, row_seed, sample_responses
+from dlma.lm.logprobs import response_logprobs
 from dlma.lm.params import PromptsParams
-from dlma.lm.prompts import encode_contexts
+from dlma.lm.prompts import encode_contexts, response_tokens
 from dlma.model import ModelParams, load_checked, stage_dtype
+from dlma.score.params import ScoreParams
 
 log = logging.getLogger(__name__)
 
-ANSWER_COLUMNS = ("set", "id", "answer", "finish", "n_tokens", "token_ids", "eos_id")
+ANSWER_COLUMNS = ("set", "id", "answer", "finish", "n_tokens", "token_ids", "eos_id", "logp_base")
 
 
 def bare_contexts(prompts: pl.DataFrame, tokenizer, formats: PromptsParams,
@@ -52,26 +57,47 @@ def answer_seeds(prompts: pl.DataFrame, params: GenerateParams) -> list[int]:
 
 
 def sample_answers(model, tokenizer, prompts: pl.DataFrame, contexts: list[list[int]], params: GenerateParams,
-                   desc: str = "answers") -> list[Sample]:
-    return sample_responses(model, tokenizer, contexts, params, seeds=answer_seeds(prompts, params), desc=desc)
+                   desc: str = "answers", with_logprobs: bool = False) -> list[Sample]:
+    return sample_responses(model, tokenizer, contexts, params, seeds=answer_seeds(prompts, params), desc=desc,
+                            with_logprobs=with_logprobs)
 
 
-def answers_table(prompts: pl.DataFrame, samples: list[Sample]) -> pl.DataFrame:
+def same_numerics(sampling: DtypeChoice, judging: DtypeChoice) -> bool:
+    """Whether log-probs recorded while sampling stand for the judge's (the same dtype and
+    device: then they differ only by float rounding, ~1e-5 nats in float32 here; in another
+    dtype, bf16 log-probs moved ~0.4 nats, so the judging copy scores the answers again)."""
+    return sampling.dtype == judging.dtype and sampling.device == judging.device
+
+
+def answer_logprobs(model, tokenizer, contexts: list[list[int]], samples: list[Sample], score: ScoreParams,
+                    desc: str) -> np.ndarray:
+    """Summed log-prob under `model` of each sampled answer given its context: its very
+    tokens, plus the EOS where the model ended it (`response_tokens`, as score and train see
+    an answer), in the scoring batch size and padding."""
+    pairs = [(context, response_tokens(tokenizer, s.token_ids, s.finish, s.eos_id)) for context, s in zip(contexts, samples)]
+    return response_logprobs(model, pairs, pad_id=tokenizer.pad_token_id, batch_size=score.batch_size,
+                             padding_side=score.padding_side, desc=desc)
+
+
+def answers_table(prompts: pl.DataFrame, samples: list[Sample], logp_base: np.ndarray) -> pl.DataFrame:
     """One row per prompt: its set, id and prompt, and the sampled answer with the exact
-    tokens, how it ended and the EOS that ended it (null when cut at max_new_tokens)."""
+    tokens, how it ended, the EOS that ended it (null when cut at max_new_tokens) and its
+    log-prob under the base model (`answer_logprobs`)."""
     return prompts.select("set", "id", "prompt").with_columns(
         pl.Series("answer", [s.text for s in samples], dtype=pl.String),
         pl.Series("finish", [s.finish for s in samples], dtype=pl.String),
         pl.Series("n_tokens", [s.n_tokens for s in samples], dtype=pl.Int32),
         pl.Series("token_ids", [list(s.token_ids) for s in samples], dtype=pl.List(pl.Int32)),
         pl.Series("eos_id", [s.eos_id for s in samples], dtype=pl.Int64),
+        pl.Series("logp_base", logp_base, dtype=pl.Float64),
     )
 
 
-def read_answers(path: Path, prompts: pl.DataFrame) -> list[Sample]:
-    """The answers of `path`, one per row of `prompts`, in its order. The table must answer
-    exactly these prompts (set and id, in order): answers sampled for other prompts or
-    another evaluate.limit would pair the wrong rows."""
+def read_answers(path: Path, prompts: pl.DataFrame) -> tuple[list[Sample], np.ndarray]:
+    """The answers of `path`, one per row of `prompts`, in its order, and their log-probs
+    under the base model. The table must answer exactly these prompts (set and id, in
+    order): answers sampled for other prompts or another evaluate.limit would pair the
+    wrong rows."""
     if not Path(path).is_file():
         raise DlmaError(f"'{path}' does not exist; run the base_answers stage first (dvc repro)")
     try:
@@ -94,16 +120,33 @@ def read_answers(path: Path, prompts: pl.DataFrame) -> list[Sample]:
     bad = table.filter(~pl.col("finish").is_in(["eos", "length"]))
     if bad.height:
         raise DlmaError(f"'{path}': row id={bad['id'][0]!r}: field 'finish' is {bad['finish'][0]!r}, not eos or length")
-    return [Sample(text=row["answer"], finish=row["finish"], n_tokens=row["n_tokens"], token_ids=tuple(row["token_ids"]),
-                   eos_id=row["eos_id"]) for row in table.iter_rows(named=True)]
+    bad = table.filter(~pl.col("logp_base").is_finite() | (pl.col("logp_base") > 0))
+    if bad.height:
+        raise DlmaError(f"'{path}': row id={bad['id'][0]!r}: field 'logp_base' is {bad['logp_base'][0]!r}, not a log-prob; "
+                        "rerun the base_answers stage")
+    samples = [Sample(text=row["answer"], finish=row["finish"], n_tokens=row["n_tokens"], token_ids=tuple(row["token_ids"]),
+                      eos_id=row["eos_id"]) for row in table.iter_rows(named=True)]
+    return samples, table["logp_base"].to_numpy()
 
 
-def sample_base_answers(model_params: ModelParams, formats: PromptsParams, generate: GenerateParams,
+def sample_base_answers(model_params: ModelParams, formats: PromptsParams, generate: GenerateParams, score: ScoreParams,
                         evaluate: EvaluateParams, eval_prompts: Path, model_id: Path, sets: Path | None) -> pl.DataFrame:
     """The base model's answers to the evaluation prompts (the base_answers stage): the same
-    prompts, contexts, model, numerics and sampling streams as an evaluation would use."""
+    prompts, contexts, model, numerics and sampling streams as an evaluation would use; and
+    their log-probs under the base model, recorded while sampling where the sampling and
+    scoring numerics are the same, else scored by a judging copy (score.dtype and
+    score.attn_implementation, as evaluate's judge)."""
     numerics = stage_dtype(model_params, "generate.dtype", generate.dtype)
+    judging = stage_dtype(model_params, "score.dtype", score.dtype)
     model, tokenizer, _ = load_checked(model_params, model_id, numerics)  # as evaluate samples: default attention
     prompts, _ = prompt_sets(eval_prompts, evaluate, read_identities(sets), formats)
     prompts, contexts, _ = bare_contexts(prompts, tokenizer, formats, generate)
-    return answers_table(prompts, sample_answers(model, tokenizer, prompts, contexts, generate, desc="base answers"))
+    recorded = same_numerics(numerics, judging)
+    samples = sample_answers(model, tokenizer, prompts, contexts, generate, desc="base answers", with_logprobs=recorded)
+    if recorded:
+        logp_base = np.array([s.logp for s in samples], dtype=np.float64)
+    else:
+        del model
+        judge, _, _ = load_checked(model_params, model_id, judging, score.attn_implementation)
+        logp_base = answer_logprobs(judge, tokenizer, contexts, samples, score, desc="log-probs")
+    return answers_table(prompts, samples, logp_base)

@@ -5,31 +5,26 @@ from __future__ import annotations
 import numpy as np
 
 from dlma.evaluate.stats import distinct_n, perplexity
-from dlma.lm.logprobs import response_logprobs
-from dlma.lm.params import PromptsParams
-from dlma.lm.prompts import encode_contexts, encode_response
+from dlma.generate.sampling import Sample
 
 
-def answer_logps(model, tokenizer, prompts: PromptsParams, queries, answers, *, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Summed log-prob of each answer given the bare query, and its token count."""
-    contexts = encode_contexts(tokenizer, prompts, queries, "bare")
-    responses = [encode_response(tokenizer, a) for a in answers]
-    logps = response_logprobs(model, list(zip(contexts, responses)), pad_id=tokenizer.pad_token_id, batch_size=batch_size,
-                              padding_side="right", desc="perplexity")  # as training pads: one numerics for the whole guard
-    return logps, np.array([len(r) for r in responses])
+def scored_tokens(sample: Sample) -> int:
+    """How many tokens an answer's log-prob sums over: the sampled ones, plus the EOS where
+    the model ended it (`response_tokens`)."""
+    return sample.n_tokens + (1 if sample.finish == "eos" else 0)
 
 
-def quality_guards(model, tokenizer, prompts: PromptsParams, queries, answers: dict[str, list[str]], *,
-                   batch_size: int, bare_logps: dict | None = None) -> tuple[dict, dict]:
-    """(perplexity per model, text statistics per model). `bare_logps` reuses a scoring pass
-    that already holds each answer's log-prob given the bare query (the self-contrast judge's)."""
-    logps = bare_logps or {
-        who: answer_logps(model, tokenizer, prompts, queries, texts, batch_size=batch_size) for who, texts in answers.items()
-    }
-    ppl = {who: perplexity(*logps[who]) for who in ("base", "aligned")}
+def quality_guards(samples: dict[str, list[Sample]], logp_base: dict[str, np.ndarray]) -> tuple[dict, dict]:
+    """(perplexity per model, text statistics per model). `logp_base[who]`: each of that
+    model's answers' summed log-prob under the base model given the bare prompt, over its
+    very tokens (`answer_logprobs`); the evaluation has them from its KL pass (the aligned
+    answers) and from the base_answers stage (the base answers), so no pass runs here."""
+    ppl = {who: perplexity(np.asarray(logp_base[who]), np.array([scored_tokens(s) for s in samples[who]]))
+           for who in ("base", "aligned")}
     text = {
-        who: {"mean_tokens": float(np.mean(logps[who][1]) - 1), "distinct_1": distinct_n(answers[who], 1),
-              "distinct_2": distinct_n(answers[who], 2)}
+        who: {"mean_tokens": float(np.mean([s.n_tokens for s in samples[who]])),
+              "distinct_1": distinct_n([s.text for s in samples[who]], 1),
+              "distinct_2": distinct_n([s.text for s in samples[who]], 2)}
         for who in ("base", "aligned")
     }
     return ppl, text

@@ -23,7 +23,7 @@ from dlma.core.hashing import file_sha256
 from dlma.core.numerics import DtypeChoice
 from dlma.core.io import atomic_path, write_csv, write_json, write_parquet
 from dlma.evaluate import report as reporting
-from dlma.evaluate.answers import bare_contexts, read_answers, sample_answers
+from dlma.evaluate.answers import answer_logprobs, bare_contexts, read_answers, same_numerics, sample_answers
 from dlma.evaluate.judges import JUDGES, JudgeContext, JudgeResult, run_judges
 from dlma.evaluate.params import EvaluateParams, check_set_pairs
 from dlma.evaluate.quality import quality_guards
@@ -32,9 +32,7 @@ from dlma.evaluate.stats import accuracy_summary, verdict_summary
 from dlma.evaluate.validity import failed_checks, headline
 from dlma.generate.params import GenerateParams
 from dlma.generate.sampling import Sample
-from dlma.lm.logprobs import response_logprobs
 from dlma.lm.params import PromptsParams
-from dlma.lm.prompts import response_tokens
 from dlma.model import (
     ModelParams,
     load_aligned,
@@ -109,44 +107,56 @@ class Evaluation:
 
 
 def answer_both(config: EvaluateConfig, inputs: EvaluateInputs, base_path: Path, tokenizer, prompts: pl.DataFrame,
-                contexts: list[list[int]], numerics: DtypeChoice) -> tuple[dict[str, list[Sample]], object]:
+                contexts: list[list[int]], numerics: DtypeChoice,
+                with_logprobs: bool) -> tuple[dict[str, list[Sample]], np.ndarray | None, object]:
     """Base (or baseline) and aligned answers with the same sampling params; each prompt's
     random stream depends on its set and id only, so the two answers to a prompt are paired
     draws. The base model's answers come from the base_answers stage when given (sampled
-    there once for every method of a seed). Generation runs in the sampling dtype, judging
-    in the scoring dtype: separate copies, since casting the judge down and back would lose
-    its precision. Returns the samples of each model and the aligned model (the KL estimate
-    scores its answers with it)."""
+    there once for every method of a seed, with their log-probs under the base model).
+    Generation runs in the sampling dtype, judging in the scoring dtype: separate copies,
+    since casting the judge down and back would lose its precision. The aligned model is
+    its adapter merged into the weights (inference only: faster, the same function up to
+    rounding); `with_logprobs`: its answers come with their log-probs under it (the KL
+    estimate's first term, recorded while sampling). Returns the samples of each model, the
+    base answers' log-probs under the base model where the table had them, and the aligned
+    model (the KL estimate scores its answers with it where they came without)."""
     dtype, device = numerics.dtype, numerics.device
 
     def answer(model) -> list[Sample]:
         return sample_answers(model, tokenizer, prompts, contexts, config.generate, desc="generate")
 
+    logp_base = None
     if inputs.baseline is not None:
-        samples = {"base": answer(load_aligned(inputs.baseline, dtype=dtype, device=device)[0])}
+        samples = {"base": answer(load_aligned(inputs.baseline, dtype=dtype, device=device, merged=True)[0])}
     elif inputs.base_answers is not None:
-        samples = {"base": read_answers(inputs.base_answers, prompts)}
-    else:
-        samples = {"base": answer(load_causal_lm(base_path, dtype=dtype, device=device))}
-    aligned_model, _, _ = load_aligned(inputs.aligned, dtype=dtype, device=device)
-    samples["aligned"] = answer(aligned_model)
-    return samples, aligned_model
+        base_samples, logp_base = read_answers(inputs.base_answers, prompts)
+        samples = {"base": base_samples}
+    else:  # the base model sampled here: its answers' log-probs are the base ones
+        base_model = load_causal_lm(base_path, dtype=dtype, device=device)
+        samples = {"base": sample_answers(base_model, tokenizer, prompts, contexts, config.generate, desc="generate",
+                                          with_logprobs=with_logprobs)}
+        logp_base = np.array([s.logp for s in samples["base"]], dtype=np.float64) if with_logprobs else None
+    aligned_model, _, _ = load_aligned(inputs.aligned, dtype=dtype, device=device, merged=True)
+    samples["aligned"] = sample_answers(aligned_model, tokenizer, prompts, contexts, config.generate, desc="generate",
+                                        with_logprobs=with_logprobs)
+    return samples, logp_base, aligned_model
 
 
-def kl_to_base(policy, base, tokenizer, contexts: list[list[int]], samples: list[Sample], score: ScoreParams) -> np.ndarray:
-    """Per prompt, log pi(a | x) - log pi_base(a | x) of the policy's sampled answer a (its
+def kl_terms(policy, base, tokenizer, contexts: list[list[int]], samples: list[Sample], score: ScoreParams) -> tuple[np.ndarray, np.ndarray]:
+    """Per prompt, log pi(a | x) and log pi_base(a | x) of the policy's sampled answer a (its
     very token ids, EOS included where the model ended it), summed over its tokens, both in
-    the scoring numerics: averaged over prompts, the sample estimate of KL(policy || base)
-    (the reward-vs-KL frontier's x axis, as in the DPO paper). With the sampler's top-k /
+    the scoring numerics. Their difference averaged over prompts is the sample estimate of
+    KL(policy || base) (the reward-vs-KL frontier's x axis, as in the DPO paper); the second
+    is also the aligned answers' perplexity under the base model. With the sampler's top-k /
     top-p the answers come from the truncated policy while the log-probs are the full
-    softmax's: the estimate is of the log-ratio on the answers the policy actually gives."""
-    pairs = [(context, response_tokens(tokenizer, s.token_ids, s.finish, s.eos_id)) for context, s in zip(contexts, samples)]
-
-    def logps(model) -> np.ndarray:
-        return response_logprobs(model, pairs, pad_id=tokenizer.pad_token_id, batch_size=score.batch_size,
-                                 padding_side=score.padding_side, desc="kl")
-
-    return logps(policy) - logps(base)
+    softmax's: the estimate is of the log-ratio on the answers the policy actually gives.
+    The first term is the one recorded while sampling where every answer has it (`policy`
+    is then not run again)."""
+    if all(s.logp is not None for s in samples):
+        logp_policy = np.array([s.logp for s in samples], dtype=np.float64)
+    else:
+        logp_policy = answer_logprobs(policy, tokenizer, contexts, samples, score, desc="kl (aligned)")
+    return logp_policy, answer_logprobs(base, tokenizer, contexts, samples, score, desc="kl (base)")
 
 
 def training_data(scored: pl.DataFrame, prompts: PromptsParams) -> dict:
@@ -179,18 +189,22 @@ def evaluate(config: EvaluateConfig, inputs: EvaluateInputs) -> Evaluation:
     prompts, contexts, too_long = bare_contexts(prompts, tokenizer, config.prompts, config.generate)
     queries = prompts["prompt"].to_list()
     sampling_numerics = stage_dtype(config.model, "generate.dtype", config.generate.dtype)
-    samples, aligned_model = answer_both(config, inputs, resolved.path, tokenizer, prompts, contexts, sampling_numerics)
+    recorded = same_numerics(sampling_numerics, judge_numerics)
+    samples, logp_base_of_base, aligned_model = answer_both(config, inputs, resolved.path, tokenizer, prompts, contexts,
+                                                            sampling_numerics, with_logprobs=recorded)
     answers = {who: [s.text for s in answered] for who, answered in samples.items()}
-    if sampling_numerics.dtype != judge_numerics.dtype:  # the KL estimate compares both models in one numerics
-        aligned_model, _, _ = load_aligned(inputs.aligned, dtype=judge_numerics.dtype, device=judge_numerics.device)
-    logratio = kl_to_base(aligned_model, judge_model, tokenizer, contexts, samples["aligned"], config.score)
+    if not recorded:  # the KL estimate compares both models in one numerics: the scoring one
+        aligned_model, _, _ = load_aligned(inputs.aligned, dtype=judge_numerics.dtype, device=judge_numerics.device, merged=True)
+    logp_policy, logp_base_of_aligned = kl_terms(aligned_model, judge_model, tokenizer, contexts, samples["aligned"], config.score)
+    logratio = logp_policy - logp_base_of_aligned
     del aligned_model
+    if logp_base_of_base is None:  # sampled here (no base_answers table, or a baseline's answers)
+        logp_base_of_base = answer_logprobs(judge_model, tokenizer, contexts, samples["base"], config.score, desc="perplexity")
 
     context = JudgeContext(prompts=prompts, queries=queries, aligned=answers["aligned"], base=answers["base"],
                            judge_model=judge_model, tokenizer=tokenizer, params=config, labelled=labelled)
     judged = run_judges(config.evaluate.judges, context)
-    perplexity, text = quality_guards(judge_model, tokenizer, config.prompts, queries, answers,
-                                      batch_size=config.score.batch_size, bare_logps=context.shared.get("bare_logps"))
+    perplexity, text = quality_guards(samples, {"base": logp_base_of_base, "aligned": logp_base_of_aligned})
     win_rates = {name: judged_summary(name, result, config.evaluate) for name, result in judged.items() if result.verdicts is not None}
     metrics = {"headline": headline(win_rates), "training_data": training_data(pl.read_parquet(inputs.scored), config.prompts),
                "win_rate": win_rates}

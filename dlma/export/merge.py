@@ -46,10 +46,7 @@ def write_export(source: ExportSource, out: Path, *, dtype: str, overwrite: bool
         raise DlmaError(f"'{out}' exists and is not empty; choose another --out or pass --overwrite")
     card = source.card
     # Merged in float32 (the trained weights' precision), then stored in the requested dtype.
-    model, tokenizer, _ = load_aligned(source.model_dir)
-    if card["peft"] == "lora":
-        model = model.merge_and_unload()
-    model = model.to(DTYPES[dtype])
+    model, tokenizer, _ = load_aligned(source.model_dir, dtype=DTYPES[dtype], merged=True)
     model.config._name_or_path = card["base"]
     model.generation_config = _generation_config(model, tokenizer, card["generate"])
     chat_format = (("the model's chat template, user turn alone" if bare_uses_chat(tokenizer, card["bare"])

@@ -37,6 +37,9 @@ class Sample:
     # The EOS id that ended it (finish "eos"): a model may have several (Llama-3: <|eot_id|>
     # and <|end_of_text|>), and score and train must see the one the model sampled.
     eos_id: int | None = None
+    # Summed log-prob of the sampled tokens (and the EOS where the model ended it) under the
+    # sampling model's full softmax, recorded while sampling (`with_logprobs`); else None.
+    logp: float | None = None
 
 
 def row_seed(seed: int, row_id: str, side: str) -> int:
@@ -57,11 +60,36 @@ def draw(probs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return support[torch.multinomial(probs[support], 1, generator=generator)[0]]
 
 
+class StepLogprobs:
+    """At each decoding step, log softmax of the model's own next-token logits, before any
+    logits processor (HF hands processors the output of the ones before them; a forward hook
+    on the transformers model, under any PEFT wrapper, sees the model's). The sampler keeps
+    the sampled token's, so an answer's log-prob comes with it instead of from a second
+    forward pass over it (the evaluation's KL estimate; transformers records only whole
+    [batch, vocab] logits per step, too large to keep)."""
+
+    def __init__(self, model):
+        target = model.get_base_model() if hasattr(model, "get_base_model") else model
+        self.last: torch.Tensor | None = None
+        self.handle = target.register_forward_hook(self._record)
+
+    def _record(self, module, args, output) -> None:
+        logits = output.logits[:, -1].float()
+        self.last = logits - torch.logsumexp(logits, dim=-1, keepdim=True)
+
+    def close(self) -> None:
+        self.handle.remove()
+
+
 class PerRowSampler(LogitsProcessor):
     """Warp the scores (temperature, top-k, top-p), draw each row's next token from its own
-    generator, and leave only that token possible, so greedy decoding emits it."""
+    generator, and leave only that token possible, so greedy decoding emits it. With a
+    `StepLogprobs`, each step's drawn tokens' log-probs are kept (`chosen_logps`)."""
 
-    def __init__(self, seeds: list[int], params: GenerateParams, device: torch.device):
+    def __init__(self, seeds: list[int], params: GenerateParams, device: torch.device,
+                 logprobs: StepLogprobs | None = None):
+        self.logprobs = logprobs
+        self.chosen_logps: list[torch.Tensor] = []
         self.generators = [torch.Generator(device=device).manual_seed(s) for s in seeds]
         warpers = [TemperatureLogitsWarper(params.temperature)] if params.temperature != 1.0 else []
         if params.top_k > 0:
@@ -73,6 +101,8 @@ class PerRowSampler(LogitsProcessor):
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         probs = torch.softmax(self.warpers(input_ids, scores).float(), dim=-1)
         chosen = torch.stack([draw(row_probs, g) for row_probs, g in zip(probs, self.generators)])
+        if self.logprobs is not None:
+            self.chosen_logps.append(self.logprobs.last[torch.arange(scores.shape[0], device=scores.device), chosen])
         only = torch.full_like(scores, float("-inf"))
         only[torch.arange(scores.shape[0], device=scores.device), chosen] = 0.0
         return only
@@ -93,21 +123,28 @@ def _cut_at_eos(new_tokens: list[int], eos_ids: set[int]) -> tuple[list[int], st
     return new_tokens, "length", None
 
 
-def sample_from_tokens(new_tokens: list[int], eos_ids: set[int], tokenizer) -> Sample:
+def sample_from_tokens(new_tokens: list[int], eos_ids: set[int], tokenizer, step_logps: list[float] | None = None) -> Sample:
     """A sampled continuation as a Sample: cut at the first EOS, decoded without special
-    tokens (both engines, so their tables have the same form)."""
+    tokens (both engines, so their tables have the same form). `step_logps`: each step's
+    sampled token's log-prob; the sample's is their sum over its tokens and its EOS."""
     kept, finish, eos_id = _cut_at_eos(new_tokens, eos_ids)
+    logp = None
+    if step_logps is not None:
+        logp = float(sum(step_logps[:len(kept) + (1 if finish == "eos" else 0)]))
     return Sample(text=tokenizer.decode(kept, skip_special_tokens=True).strip(), finish=finish, n_tokens=len(kept),
-                  token_ids=tuple(kept), eos_id=eos_id)
+                  token_ids=tuple(kept), eos_id=eos_id, logp=logp)
 
 
 @torch.inference_mode()
 def sample_responses(
-    model, tokenizer, contexts: list[list[int]], params: GenerateParams, *, seeds: list[int], desc: str = "generate"
+    model, tokenizer, contexts: list[list[int]], params: GenerateParams, *, seeds: list[int], desc: str = "generate",
+    with_logprobs: bool = False,
 ) -> list[Sample]:
     """Sample one response per context, the i-th from its own stream `seeds[i]`. Batches
     are formed in order of context length so that little padding is computed (and dealt to
-    the processes of a multi-process run); results come back in the input order."""
+    the processes of a multi-process run); results come back in the input order.
+    `with_logprobs`: each Sample's `logp` is its log-prob under the model (`StepLogprobs`),
+    the same as a scoring pass over it up to float rounding (KV cache, left padding)."""
     if len(seeds) != len(contexts):
         raise ValueError("one seed per context")
     eos_ids = eos_ids_of_model(model, tokenizer)
@@ -115,26 +152,35 @@ def sample_responses(
     batches = [order[start:start + params.batch_size] for start in range(0, len(order), params.batch_size)]
     results: list[Sample | None] = [None] * len(contexts)
     device = next(model.parameters()).device
+    recorder = StepLogprobs(model) if with_logprobs else None
     with tqdm(total=rows_of_this_process(batches), desc=desc, unit="resp", disable=not is_main_process()) as bar:
         def run(chunk: list[int]) -> list[Sample]:
             batch = left_pad([contexts[i] for i in chunk], tokenizer.pad_token_id)
+            sampler = PerRowSampler([seeds[i] for i in chunk], params, device, recorder)
             output = model.generate(
                 input_ids=batch.input_ids.to(device),
                 attention_mask=batch.attention_mask.to(device),
                 do_sample=False,  # the sampling is PerRowSampler's; greedy then takes its token
                 temperature=None, top_p=None, top_k=None,
-                logits_processor=LogitsProcessorList([PerRowSampler([seeds[i] for i in chunk], params, device)]),
+                logits_processor=LogitsProcessorList([sampler]),
                 max_new_tokens=params.max_new_tokens,
                 pad_token_id=tokenizer.pad_token_id,
                 eos_token_id=sorted(eos_ids),
             )
-            samples = [sample_from_tokens(tokens, eos_ids, tokenizer) for tokens in output[:, batch.input_ids.shape[1]:].tolist()]
+            new_tokens = output[:, batch.input_ids.shape[1]:].tolist()
+            step_logps = (torch.stack(sampler.chosen_logps, dim=1).double().tolist() if recorder is not None
+                          else [None] * len(chunk))
+            samples = [sample_from_tokens(tokens, eos_ids, tokenizer, logps) for tokens, logps in zip(new_tokens, step_logps)]
             bar.update(len(chunk))
             return samples
 
-        # With several processes (torchrun / accelerate launch) each runs its share of the
-        # batches; every process gets all results back.
-        for chunk, samples in map_batches(batches, run):
-            for index, sample in zip(chunk, samples):
-                results[index] = sample
+        try:
+            # With several processes (torchrun / accelerate launch) each runs its share of the
+            # batches; every process gets all results back.
+            for chunk, samples in map_batches(batches, run):
+                for index, sample in zip(chunk, samples):
+                    results[index] = sample
+        finally:
+            if recorder is not None:
+                recorder.close()
     return results  # type: ignore[return-value]

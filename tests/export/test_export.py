@@ -154,6 +154,22 @@ def test_an_export_loads_without_dlma_and_answers_as_the_pipeline_model(trained,
     assert card["preferences_sha256"] in readme and "No evaluation of this model was logged" in readme
 
 
+def test_the_merged_model_is_the_adapter_model_up_to_rounding(trained, tiny_model_dir):
+    """What evaluate samples from (load_aligned(merged=True)): no adapter left, the same
+    logits as the base model with its adapter, and not the base model's."""
+    adapter, tokenizer, _ = load_aligned(trained / "models/dlma")
+    merged, _, _ = load_aligned(trained / "models/dlma", merged=True)
+    base = load_causal_lm(tiny_model_dir, dtype=torch.float32, device=torch.device("cpu"))
+    assert not any("lora" in name for name, _ in merged.named_parameters())
+    ids = torch.tensor([tokenizer("Tell me about the sea, please.")["input_ids"]])
+    with torch.no_grad():
+        expected, got, plain = (m(input_ids=ids).logits for m in (adapter, merged, base))
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    assert (plain - expected).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="no adapter to train"):
+        load_aligned(trained / "models/dlma", merged=True, trainable=True)
+
+
 def test_export_by_alias_and_version_take_the_registered_model(trained, tmp_path):
     card = json.loads((trained / "models/dlma/dlma_model.json").read_text())
     exported = {}

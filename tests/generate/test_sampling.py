@@ -3,13 +3,16 @@ so the same row gets the same tokens whatever the batch size, the order or the o
 
 from __future__ import annotations
 
+import copy
+
 import polars as pl
+import pytest
 import torch
 
 from dlma.generate.pairs import generate_pairs
 from dlma.generate.params import GenerateParams
 from dlma.generate.sampling import row_seed, sample_responses
-from tests.helpers import TEST_PROMPTS, shipped
+from tests.helpers import TEST_PROMPTS, reference_logprob, shipped
 
 QUERIES = ["How do I make coffee?", "Tell me about the fox.", "Why?", "Explain photosynthesis.", "Hi", "What is the capital of France?"]
 
@@ -31,6 +34,36 @@ def test_a_row_samples_the_same_whatever_its_batch(tiny_lm):
     # A different stream gives a different sample (the seeds matter).
     other = sample_responses(model, tokenizer, contexts(tokenizer), params, seeds=[s + 1 for s in seeds])
     assert [s.token_ids for s in other] != [s.token_ids for s in everything]
+
+
+@pytest.mark.parametrize("wrapped", [False, True], ids=["plain", "lora-adapter"])
+def test_logprobs_recorded_while_sampling_are_a_scoring_pass(tiny_lm, wrapped):
+    """Each answer's `logp` (with_logprobs) against the answer scored alone in float64: its
+    sampled tokens and, where the model ended it, that EOS; in padded batches, under a PEFT
+    wrapper too (the adapter's effect is in it). The answers are those sampled without."""
+    from peft import LoraConfig, get_peft_model
+
+    base, tokenizer = tiny_lm
+    model = copy.deepcopy(base)
+    params = shipped(GenerateParams, "generate", max_new_tokens=10, batch_size=4, dtype="float32")
+    seeds = [row_seed(0, str(i), "bare") for i in range(len(QUERIES))]
+    plain = sample_responses(model, tokenizer, contexts(tokenizer), params, seeds=seeds)
+    # A frequent token made an EOS too, so that some answers end (the tiny model seldom samples its own).
+    frequent = max({t for s in plain for t in s.token_ids}, key=lambda t: sum(s.token_ids.count(t) for s in plain))
+    model.generation_config.eos_token_id = [tokenizer.eos_token_id, frequent]
+    if wrapped:
+        torch.manual_seed(0)
+        model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)).eval()
+    sampled = sample_responses(model, tokenizer, contexts(tokenizer), params, seeds=seeds, with_logprobs=True)
+    assert {s.finish for s in sampled} == {"eos", "length"}
+    for sample, context in zip(sampled, contexts(tokenizer)):
+        response = list(sample.token_ids) + ([sample.eos_id] if sample.finish == "eos" else [])
+        assert sample.logp == pytest.approx(reference_logprob(model, context, response), abs=1e-4)
+        if wrapped:  # the adapter is in the recorded log-probs
+            assert abs(sample.logp - reference_logprob(base, context, response)) > 1e-3
+    # Recording changes nothing sampled.
+    again = sample_responses(model, tokenizer, contexts(tokenizer), params, seeds=seeds)
+    assert [s.token_ids for s in again] == [s.token_ids for s in sampled] and all(s.logp is None for s in again)
 
 
 def test_top_k_one_is_greedy_decoding(tiny_lm):

@@ -18,11 +18,6 @@ def self_contrast(context: JudgeContext) -> JudgeResult:
         "response_pos": context.aligned, "response_neg": context.base,
     })
     scored = score_table(context.judge_model, context.tokenizer, frame, p.prompts, p.score)
-    # Its pass already holds each answer's log-prob given the bare query: perplexity reuses it.
-    context.shared["bare_logps"] = {
-        "aligned": (scored["ref_logp_pos"].to_numpy(), scored["n_tokens_pos"].to_numpy()),
-        "base": (scored["ref_logp_neg"].to_numpy(), scored["n_tokens_neg"].to_numpy()),
-    }
     margins = scored["score"].to_numpy()
     return JudgeResult(
         verdicts=[verdict_from_margin(m, p.evaluate.tie_margin) for m in margins],
