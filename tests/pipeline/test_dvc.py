@@ -170,8 +170,9 @@ def test_score_param_reruns_score_and_filter_only(repo):
     repo.set_param("score", "dtype", "bfloat16")  # changes the scores, so filter must rerun too
     # bf16 references are not the float32 policy's: train refuses them unless told not to check.
     repo.set_param("train", "reference_tolerance", None)
-    # score.dtype is also the numerics of label agreement: it reruns too.
-    assert set(repo.repro()) == {"score", "filter", "train", "agreement", "truth", "evaluate", "rounds_report", *LATER_ROUNDS, *ALWAYS}
+    # score.dtype is also the numerics of label agreement and of the base answers' log-probs: they rerun too.
+    assert set(repo.repro()) == {"score", "filter", "train", "agreement", "truth", "base_answers", "evaluate", "rounds_report",
+                                 *LATER_ROUNDS, *ALWAYS}
     assert repo.sha("data/generated.parquet") == generated
     repo.run("git", "checkout", "params.yaml")
     repo.repro()
