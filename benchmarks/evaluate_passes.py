@@ -101,7 +101,6 @@ def main() -> None:
     queries = pl.read_ndjson(args.source)["prompt"].head(args.prompts).to_list()
     contexts = encode_contexts(tokenizer, prompts, queries, "bare")
     seeds = [row_seed(0, str(i), "bare") for i in range(len(queries))]
-    torch.set_num_threads(torch.get_num_threads())
 
     base_sampler = load_causal_lm(path, dtype=torch.float32, device=CPU)  # as evaluate samples: default attention
     judge = load_causal_lm(path, dtype=torch.float32, device=CPU, attn_implementation=score.attn_implementation)
