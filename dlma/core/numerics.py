@@ -99,6 +99,16 @@ class DtypeChoice:
         return out
 
 
+def same_numerics(sampling: DtypeChoice, scoring: DtypeChoice) -> bool:
+    """Whether log-probs recorded while sampling (`sample_responses(with_logprobs=True)`)
+    stand for a scoring pass: float32 on the same device, where they differ only by float
+    rounding (at most 7.8e-5 nats per answer measured here). In 16-bit floats they are
+    scored again: there a scoring pass itself moves by ~0.4 nats against float32, and the
+    sampling model's attention (default, left padding) differs from score.attn_implementation
+    (sdpa with padding moved bf16 log-probs by up to 0.5 nats)."""
+    return sampling.dtype == scoring.dtype == torch.float32 and sampling.device == scoring.device
+
+
 def choose_dtype(key: str, requested: str, device: torch.device) -> DtypeChoice:
     """The dtype for params key `key` (value `requested`) on `device`; logs the choice, and
     warns when it is a reduced precision this device does not compute natively."""

@@ -19,7 +19,7 @@ import numpy as np
 import polars as pl
 
 from dlma.core.errors import DlmaError
-from dlma.core.numerics import DtypeChoice
+from dlma.core.numerics import same_numerics
 from dlma.core.tables import require_table
 from dlma.evaluate.params import EvaluateParams
 from dlma.evaluate.sets import prompt_sets, read_identities
@@ -60,13 +60,6 @@ def sample_answers(model, tokenizer, prompts: pl.DataFrame, contexts: list[list[
                    desc: str = "answers", with_logprobs: bool = False) -> list[Sample]:
     return sample_responses(model, tokenizer, contexts, params, seeds=answer_seeds(prompts, params), desc=desc,
                             with_logprobs=with_logprobs)
-
-
-def same_numerics(sampling: DtypeChoice, judging: DtypeChoice) -> bool:
-    """Whether log-probs recorded while sampling stand for the judge's (the same dtype and
-    device: then they differ only by float rounding, ~1e-5 nats in float32 here; in another
-    dtype, bf16 log-probs moved ~0.4 nats, so the judging copy scores the answers again)."""
-    return sampling.dtype == judging.dtype and sampling.device == judging.device
 
 
 def answer_logprobs(model, tokenizer, contexts: list[list[int]], samples: list[Sample], score: ScoreParams,

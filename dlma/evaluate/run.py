@@ -20,10 +20,10 @@ import polars as pl
 from dlma.agreement.run import read_agreement
 from dlma.core.config import flatten, load_section
 from dlma.core.hashing import file_sha256
-from dlma.core.numerics import DtypeChoice
 from dlma.core.io import atomic_path, write_csv, write_json, write_parquet
+from dlma.core.numerics import DtypeChoice, same_numerics
 from dlma.evaluate import report as reporting
-from dlma.evaluate.answers import answer_logprobs, bare_contexts, read_answers, same_numerics, sample_answers
+from dlma.evaluate.answers import answer_logprobs, bare_contexts, read_answers, sample_answers
 from dlma.evaluate.judges import JUDGES, JudgeContext, JudgeResult, run_judges
 from dlma.evaluate.params import EvaluateParams, check_set_pairs
 from dlma.evaluate.quality import quality_guards
@@ -122,23 +122,20 @@ def answer_both(config: EvaluateConfig, inputs: EvaluateInputs, base_path: Path,
     model (the KL estimate scores its answers with it where they came without)."""
     dtype, device = numerics.dtype, numerics.device
 
-    def answer(model) -> list[Sample]:
-        return sample_answers(model, tokenizer, prompts, contexts, config.generate, desc="generate")
+    def answer(model, logprobs: bool) -> list[Sample]:
+        return sample_answers(model, tokenizer, prompts, contexts, config.generate, desc="generate", with_logprobs=logprobs)
 
     logp_base = None
-    if inputs.baseline is not None:
-        samples = {"base": answer(load_aligned(inputs.baseline, dtype=dtype, device=device, merged=True)[0])}
+    if inputs.baseline is not None:  # a baseline method's answers stand in for the base's: no base log-probs
+        samples = {"base": answer(load_aligned(inputs.baseline, dtype=dtype, device=device, merged=True)[0], False)}
     elif inputs.base_answers is not None:
         base_samples, logp_base = read_answers(inputs.base_answers, prompts)
         samples = {"base": base_samples}
     else:  # the base model sampled here: its answers' log-probs are the base ones
-        base_model = load_causal_lm(base_path, dtype=dtype, device=device)
-        samples = {"base": sample_answers(base_model, tokenizer, prompts, contexts, config.generate, desc="generate",
-                                          with_logprobs=with_logprobs)}
+        samples = {"base": answer(load_causal_lm(base_path, dtype=dtype, device=device), with_logprobs)}
         logp_base = np.array([s.logp for s in samples["base"]], dtype=np.float64) if with_logprobs else None
     aligned_model, _, _ = load_aligned(inputs.aligned, dtype=dtype, device=device, merged=True)
-    samples["aligned"] = sample_answers(aligned_model, tokenizer, prompts, contexts, config.generate, desc="generate",
-                                        with_logprobs=with_logprobs)
+    samples["aligned"] = answer(aligned_model, with_logprobs)
     return samples, logp_base, aligned_model
 
 

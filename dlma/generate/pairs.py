@@ -26,7 +26,12 @@ def generate_pairs(model, tokenizer, frame: pl.DataFrame, prompts: PromptsParams
     or twice from the bare prompt (bare, for RLAIF), each answer from its own seeded
     stream. Prompts whose context is over generate.max_prompt_tokens
     are skipped and counted (one 100 KB prompt would otherwise take gigabytes of memory).
-    `sampler(contexts, seeds)` replaces the HF engine on `model` (generate.engine: vllm)."""
+    `sampler(contexts, seeds)` replaces the HF engine on `model` (generate.engine: vllm).
+
+    Each answer's summed log-prob under the sampling model and context is recorded while
+    sampling (`sampled_logp_pos` / `_neg`, null where the engine gives none; no pass of its
+    own): the score stage takes the log-probs it would otherwise compute again from them
+    (`recorded_logprobs`: under p+ / p- for contrastive pairs, under x for bare ones)."""
     queries = frame["prompt"].to_list()
     pairs = pairs_of(prompts, frame["category"].to_list(), frame.height)  # each prompt's category picks its pair
     if params.pairs_from == "bare":  # RLAIF: two independent samples from x, labelled later by a judge
@@ -47,7 +52,7 @@ def generate_pairs(model, tokenizer, frame: pl.DataFrame, prompts: PromptsParams
     ids = kept["id"].to_list()
     seeds = [row_seed(params.seed, i, "pos") for i in ids] + [row_seed(params.seed, i, "neg") for i in ids]
     if sampler is None:
-        samples = sample_responses(model, tokenizer, context_pos + context_neg, params, seeds=seeds)
+        samples = sample_responses(model, tokenizer, context_pos + context_neg, params, seeds=seeds, with_logprobs=True)
     else:
         samples = sampler(context_pos + context_neg, seeds)
     pos, neg = samples[: kept.height], samples[kept.height:]
@@ -62,6 +67,9 @@ def generate_pairs(model, tokenizer, frame: pl.DataFrame, prompts: PromptsParams
         pl.Series("response_neg_ids", [list(s.token_ids) for s in neg], dtype=pl.List(pl.Int32)),
         pl.Series("eos_pos", [s.eos_id for s in pos], dtype=pl.Int32),  # the EOS id sampled (null: cut at max_new_tokens)
         pl.Series("eos_neg", [s.eos_id for s in neg], dtype=pl.Int32),
+        pl.Series("sampled_logp_pos", [s.logp for s in pos], dtype=pl.Float64),
+        pl.Series("sampled_logp_neg", [s.logp for s in neg], dtype=pl.Float64),
+        pl.lit(params.pairs_from, dtype=pl.String).alias("sampled_from"),  # the contexts the answers were sampled in
     )
     complete = sum(s.finish == "eos" for s in samples)
     report = {

@@ -15,7 +15,7 @@ from dlma.generate.params import GenerateParams
 from dlma.lm.logprobs import response_logprobs
 from dlma.lm.params import PromptsParams
 from dlma.lm.prompts import encode_contexts
-from dlma.score.contrastive import score_table
+from dlma.score.contrastive import recorded_logprobs, score_table
 from dlma.score.params import ScoreParams
 
 log = logging.getLogger(__name__)
@@ -40,14 +40,16 @@ def bare_logps(model, tokenizer, queries: list[str], responses: list[list[int]],
 
 
 def round_pairs(previous, reference, tokenizer, prompts_frame: pl.DataFrame, prompts: PromptsParams,
-                generate: GenerateParams, score: ScoreParams) -> tuple[pl.DataFrame, pl.DataFrame, dict]:
+                generate: GenerateParams, score: ScoreParams, *, use_recorded: bool) -> tuple[pl.DataFrame, pl.DataFrame, dict]:
     """(generated, scored, generate report): the previous round's model answers every
     training prompt under p+ and p- (the same per-row seeds as round 1) and scores the pairs
     (R under that model); the reference log-probs come from `reference` (the base model, or
-    `previous` itself)."""
+    `previous` itself). `use_recorded`: the log-probs recorded while sampling stand for two
+    of the score's passes (float32: `same_numerics`)."""
     generated, report = generate_pairs(previous, tokenizer, prompts_frame, prompts, generate)
     own_reference = reference is previous
-    scored = score_table(previous, tokenizer, generated, prompts, score, with_reference=own_reference)
+    scored = score_table(previous, tokenizer, generated, prompts, score, with_reference=own_reference,
+                         recorded=recorded_logprobs(generated) if use_recorded else None)
     if not own_reference:
         queries = scored["prompt"].to_list()
         scored = scored.with_columns(

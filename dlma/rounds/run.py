@@ -25,6 +25,7 @@ from dlma.core.config import flatten, load_section, read_params_file
 from dlma.core.errors import DlmaError
 from dlma.core.hashing import file_sha256
 from dlma.core.io import write_csv, write_json, write_parquet
+from dlma.core.numerics import same_numerics
 from dlma.core.parallel import is_main_process
 from dlma.core.paths import repository_root
 from dlma.evaluate.run import EvaluateConfig, EvaluateInputs, evaluate, evaluation_id
@@ -109,7 +110,8 @@ def round_data(config: RoundConfig, paths: RoundPaths, resolved) -> tuple[pl.Dat
     reference = previous if config.rounds.reference == "previous" else load_resolved(
         config.model, resolved, scoring, config.score.attn_implementation)[0]
     generated, scored, generate_report = round_pairs(previous, reference, tokenizer, pl.read_parquet(paths.prompts),
-                                                     config.prompts, config.generate, config.score)
+                                                     config.prompts, config.generate, config.score,
+                                                     use_recorded=same_numerics(sampling, scoring))
     preferences, filter_report = build_preferences(scored, config.filter, str(paths.file("scored.parquet")))
     if config.rounds.keep_pairs:
         preferences = with_earlier_pairs(preferences, pl.read_parquet(paths.previous_preferences), paths.round)

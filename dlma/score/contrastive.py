@@ -1,5 +1,6 @@
 """The self-rewarding contrastive score (METHOD.md section 2): the maths, and the four
-log-probs of a table of pairs that it needs (plus the reference log-probs, in one pass)."""
+log-probs of a table of pairs that it needs (plus the reference log-probs, in one pass;
+those the generate step recorded while sampling are taken from its table)."""
 
 from __future__ import annotations
 
@@ -45,11 +46,44 @@ def scored_responses(tokenizer, frame: pl.DataFrame, side: str) -> list[list[int
     return [encode_response(tokenizer, text) for text in frame[f"response_{side}"].to_list()]
 
 
+# The log-probs a generated table recorded while sampling (generate_pairs), by what they
+# are: the answers' own sampling contexts are p+ / p- for contrastive pairs, x for bare ones.
+RECORDED_JOBS = {
+    "contrastive": {"logp_pos_given_pos": "sampled_logp_pos", "logp_neg_given_neg": "sampled_logp_neg"},
+    "bare": {"ref_logp_pos": "sampled_logp_pos", "ref_logp_neg": "sampled_logp_neg"},
+}
+
+
+def recorded_logprobs(frame: pl.DataFrame) -> dict[str, np.ndarray]:
+    """The scoring jobs a generated table already holds, as {job: summed log-probs}: a job
+    whose column has a value in every row (the vLLM engine records none). The caller decides
+    whether they stand for a scoring pass (`same_numerics`: float32 on both sides)."""
+    if "sampled_from" not in frame.columns or frame.height == 0:
+        return {}
+    kinds = frame["sampled_from"].unique().to_list()
+    if len(kinds) != 1 or kinds[0] not in RECORDED_JOBS:
+        return {}
+    return {job: frame[column].to_numpy() for job, column in RECORDED_JOBS[kinds[0]].items()
+            if column in frame.columns and frame[column].null_count() == 0}
+
+
+def check_recorded(frame: pl.DataFrame, source: str) -> None:
+    """A recorded log-prob is a finite number <= 0 (null: none recorded)."""
+    for column in ("sampled_logp_pos", "sampled_logp_neg"):
+        if column in frame.columns:
+            bad = frame.filter(pl.col(column).is_not_null() & (~pl.col(column).is_finite() | (pl.col(column) > 0)))
+            if bad.height:
+                raise DlmaError(f"'{source}': row id={bad['id'][0]!r}: field '{column}' is {bad[column][0]!r}, not a log-prob; "
+                                "rerun the generate stage")
+
+
 def summed_logprobs(model, tokenizer, frame: pl.DataFrame, params: ScoreParams,
-                    jobs: dict[str, object]) -> dict[str, np.ndarray]:
+                    jobs: dict[str, object], recorded: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """Each job's (context, response) pairs, one per row, as summed log-probs. One pass
     over all kinds of sequence: sorting them together by length packs batches better than
-    a pass per kind would."""
+    a pass per kind would. A job in `recorded` (`recorded_logprobs`) takes its values from
+    there and is not run (its lengths are still checked)."""
+    recorded = {job: values for job, values in (recorded or {}).items() if job in jobs}
     pairs: list[tuple[list[int], list[int]]] = []
     for name, items in jobs.items():
         for row, (context, response) in enumerate(items):
@@ -58,20 +92,25 @@ def summed_logprobs(model, tokenizer, frame: pl.DataFrame, params: ScoreParams,
                     f"row id={frame['id'][row]!r}: {name} needs {len(context) + len(response)} tokens, "
                     f"over score.max_length={params.max_length}; raise it or cap prompts (filter.max_prompt_words, data.limit)"
                 )
-            pairs.append((context, response))
+            if name not in recorded:
+                pairs.append((context, response))
+    computed = [name for name in jobs if name not in recorded]
     logps = response_logprobs(
         model, pairs, pad_id=tokenizer.pad_token_id, batch_size=params.batch_size,
         padding_side=params.padding_side,
-    ).reshape(len(jobs), frame.height)
-    return dict(zip(jobs, logps))
+    ).reshape(len(computed), frame.height) if computed else []
+    values = dict(zip(computed, logps)) | {name: np.asarray(column, dtype=np.float64) for name, column in recorded.items()}
+    return {name: values[name] for name in jobs}
 
 
 def score_table(
-    model, tokenizer, frame: pl.DataFrame, prompts: PromptsParams, params: ScoreParams, *, with_reference: bool = True
+    model, tokenizer, frame: pl.DataFrame, prompts: PromptsParams, params: ScoreParams, *, with_reference: bool = True,
+    recorded: dict[str, np.ndarray] | None = None,
 ) -> pl.DataFrame:
     """Add logp_{pos,neg}_given_{pos,neg}, score, n_tokens_{pos,neg}, the scored response
     tokens tokens_{pos,neg} and, unless with_reference is False, ref_logp_{pos,neg} (each
-    response given the bare query)."""
+    response given the bare query). `recorded`: log-probs recorded while sampling that
+    stand for some of these (`recorded_logprobs`), not computed again."""
     queries = frame["prompt"].to_list()
     # The pair each row was generated (or is to be judged) with; else by its category.
     pairs = frame["pair"].to_list() if "pair" in frame.columns else pairs_of(
@@ -93,7 +132,7 @@ def score_table(
         context_bare = encode_contexts(tokenizer, prompts, queries, "bare")
         jobs["ref_logp_pos"] = zip(context_bare, response_pos)
         jobs["ref_logp_neg"] = zip(context_bare, response_neg)
-    columns = summed_logprobs(model, tokenizer, frame, params, jobs)
+    columns = summed_logprobs(model, tokenizer, frame, params, jobs, recorded)
     columns["score"] = contrastive_score(
         columns["logp_pos_given_pos"], columns["logp_pos_given_neg"],
         columns["logp_neg_given_pos"], columns["logp_neg_given_neg"],

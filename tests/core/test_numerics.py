@@ -116,3 +116,18 @@ def test_the_generate_stage_reports_the_warning(avx2_only, tmp_path, tiny_model_
     recorded = json.loads((tmp_path / "g.json").read_text())["numerics"]["generate.dtype"]
     assert recorded["dtype"] == "bfloat16" and recorded["cpu_capability"] == "AVX2"
     assert "Set generate.dtype=float32" in recorded["warning"]
+
+
+def test_recorded_log_probs_stand_for_a_scoring_pass_only_in_float32_on_one_device():
+    import torch
+
+    from dlma.core.numerics import DtypeChoice, same_numerics
+
+    def choice(dtype, device="cpu"):
+        return DtypeChoice("k", "x", dtype, torch.device(device), "as set")
+
+    assert same_numerics(choice(torch.float32), choice(torch.float32))
+    assert not same_numerics(choice(torch.float32), choice(torch.bfloat16))
+    # bf16 on both sides: the sampling model's attention is not score.attn_implementation (up to 0.5 nats)
+    assert not same_numerics(choice(torch.bfloat16), choice(torch.bfloat16))
+    assert not same_numerics(choice(torch.float32, "cuda"), choice(torch.float32, "cpu"))

@@ -8,6 +8,7 @@ import re
 import sys
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 import yaml
@@ -69,6 +70,10 @@ def test_outputs_and_reports(repo):
     assert "positive_fraction" in metrics and "rows_out" in metrics
     evaluation = pl.read_parquet(repo.root / "data/prompts_eval.parquet")
     assert set(evaluation["prompt"]).isdisjoint(scored["prompt"])
+    # generate and score both in float32: two of the score's passes come from the generate table
+    assert json.loads((repo.root / "reports/score.json").read_text())["recorded_while_sampling"] == [
+        "logp_neg_given_neg", "logp_pos_given_pos"]
+    np.testing.assert_array_equal(scored["logp_pos_given_pos"].to_numpy(), scored["sampled_logp_pos"].to_numpy())
     # rounds.count: 1, the one-round pipeline: the later rounds wrote a note only.
     for number in (2, 3):
         assert json.loads((repo.root / f"reports/rounds/{number}.json").read_text())["active"] is False
@@ -123,7 +128,8 @@ EDITS = {
     "dlma/reward/run.py": {"reward", "agreement", "base_answers", "evaluate", "truth", "human"} | LATER_ROUNDS,
     "dlma/agreement/measure.py": {"agreement", "evaluate", "human"} | LATER_ROUNDS,
     "dlma/generate/sampling.py": {"generate", "base_answers", "evaluate", "train", "recover"} | LATER_ROUNDS,
-    "dlma/generate/params.py": {"generate", "base_answers", "train", "evaluate", "recover"} | LATER_ROUNDS,
+    # score reads generate.dtype: log-probs recorded while sampling stand for its passes in the same numerics
+    "dlma/generate/params.py": {"generate", "score", "base_answers", "train", "evaluate", "recover"} | LATER_ROUNDS,
     "dlma/score/contrastive.py": {"score", "agreement", "base_answers", "evaluate", "truth", "human"} | LATER_ROUNDS,
     "dlma/truth/sentiment.py": {"score", "agreement", "base_answers", "evaluate", "truth", "human"} | LATER_ROUNDS,
     "dlma/filter/preferences.py": {"filter"} | LATER_ROUNDS,
@@ -174,6 +180,8 @@ def test_score_param_reruns_score_and_filter_only(repo):
     assert set(repo.repro()) == {"score", "filter", "train", "agreement", "truth", "base_answers", "evaluate", "rounds_report",
                                  *LATER_ROUNDS, *ALWAYS}
     assert repo.sha("data/generated.parquet") == generated
+    # sampled in float32, scored in bf16: nothing recorded stands for a bf16 pass
+    assert json.loads((repo.root / "reports/score.json").read_text())["recorded_while_sampling"] == []
     repo.run("git", "checkout", "params.yaml")
     repo.repro()
 
