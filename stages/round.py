@@ -24,9 +24,7 @@ from dlma.core.errors import DlmaError
 from dlma.core.io import write_json
 from dlma.core.parallel import is_main_process
 from dlma.core.stage import stage_entry
-from dlma.evaluate.run import EvaluateConfig
-from dlma.rounds.params import RoundsParams
-from dlma.rounds.run import RoundConfig, RoundPaths, inactive, run_round
+from dlma.rounds.params import RoundsParams, inactive
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +59,12 @@ def main(
             write_json(inactive(round_number, rounds.count), metrics)
         log.info("round %d: not run (rounds.count is %d)", round_number, rounds.count)
         return
+    # Imported only for a round that runs: torch, transformers, trl and mlflow take ~8 s to import
+    # here, and every `dvc exp run` of a one-round pipeline reruns the inactive rounds (their
+    # inputs, the first round's model among them, changed), 2 x 13 s before, 2 x ~3 s now.
+    from dlma.evaluate.run import EvaluateConfig
+    from dlma.rounds.run import RoundConfig, RoundPaths, run_round
+
     paths = RoundPaths(round_number, previous_model, previous_preferences, prompts, eval_prompts, model_id, sets, agreement,
                        agreement_samples, checkpoints, out, base_answers)
     # Written into a partial folder, renamed when complete: a crash leaves no half round for DVC

@@ -107,7 +107,7 @@ def main(
         # batch and joins the final metrics and the model save; only the main process logs
         # to MLflow and writes the model, the reports and the registry.
         trainer, _, _ = train(model, tokenizer, rows, params, checkpoints / version, device)
-        final_metrics(trainer)
+        final_metrics(trainer, params)
         save_model(trainer, tokenizer, card, out, MODEL_CARD)
         return
     experiment_id = store.configure(tracking_params, root)
@@ -116,7 +116,7 @@ def main(
         mlflow.log_input(mlflow.data.from_polars(frame.select("id", "prompt", "chosen", "rejected", "margin"),
                                                  source=str(preferences), name="preferences"), context="training")
         trainer, summary, timings = train(model, tokenizer, rows, params, checkpoints / version, device)
-        summary |= final_metrics(trainer) | data_report | {"version": version, "numerics": {numerics.key: numerics.record()}}
+        summary |= final_metrics(trainer, params) | data_report | {"version": version, "numerics": {numerics.key: numerics.record()}}
         save_model(trainer, tokenizer, card, out, MODEL_CARD)
         write_csv(pl.DataFrame(curve_rows(trainer.state.log_history), infer_schema_length=None), curve)
         write_json(summary, report)

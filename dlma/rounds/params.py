@@ -18,3 +18,8 @@ class RoundsParams:
     def __post_init__(self) -> None:
         if self.count < 1:
             raise DlmaError(f"rounds.count must be >= 1 (1 is the one-round pipeline), got {self.count}")
+
+
+def inactive(round_number: int, count: int) -> dict:
+    """The metrics of a round past rounds.count (it writes only these)."""
+    return {"round": round_number, "active": False, "reason": f"rounds.count is {count}"}

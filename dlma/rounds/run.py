@@ -185,7 +185,7 @@ def train_round(config: RoundConfig, paths: RoundPaths, preferences: pl.DataFram
     model_dir = paths.file("model")
     if not is_main_process():
         trainer, _, _ = train(start, tokenizer, rows, params, paths.checkpoints / version, device)
-        final_metrics(trainer)
+        final_metrics(trainer, params)
         save_model(trainer, tokenizer, card, model_dir, MODEL_CARD)
         return {}
     root = repository_root()
@@ -199,7 +199,7 @@ def train_round(config: RoundConfig, paths: RoundPaths, preferences: pl.DataFram
     with store.start_version_run(experiment_id, version, f"dlma-{version[:8]}-round{paths.round}", tags) as run:
         store.log_run_params(run.info.run_id, {k: str(v)[:500] for k, v in flatten(read_params_file(Path("params.yaml"))).items()})
         trainer, summary, timings = train(start, tokenizer, rows, params, paths.checkpoints / version, device)
-        summary |= final_metrics(trainer) | data_report | {"version": version, "round": paths.round,
+        summary |= final_metrics(trainer, params) | data_report | {"version": version, "round": paths.round,
                                                            "numerics": {numerics.key: numerics.record()}}
         save_model(trainer, tokenizer, card, model_dir, MODEL_CARD)
         write_csv(pl.DataFrame(curve_rows(trainer.state.log_history), infer_schema_length=None), paths.file("curve.csv"))
@@ -238,10 +238,6 @@ def evaluate_round(eval_config: EvaluateConfig, paths: RoundPaths) -> dict:
                                      {"evaluate.against": against}, flat, [])
         _free()
     return results
-
-
-def inactive(round_number: int, count: int) -> dict:
-    return {"round": round_number, "active": False, "reason": f"rounds.count is {count}"}
 
 
 def checked_paths(paths: RoundPaths) -> None:

@@ -36,6 +36,7 @@ class TrainParams:
     seed: int
     dtype: DTypeName
     reference_tolerance: float | None
+    final_metrics: bool
 
     def __post_init__(self) -> None:
         if self.beta <= 0:

@@ -96,7 +96,8 @@ def test_two_process_ddp_training_follows_the_one_process_curve(tmp_path, tiny_m
     # 8 pairs, global batch 4: 2 full steps. (A last partial batch would differ: accelerate
     # evens out the processes' shares by repeating pairs from the start.) No checkpoint.
     # No dropout: its masks come from each process's own random stream, as in any DDP run.
-    params["train"].update({"batch_size": 4, "max_steps": -1, "warmup_steps": 0, "save_steps": 100, "lora_dropout": 0.0})
+    params["train"].update({"batch_size": 4, "max_steps": -1, "warmup_steps": 0, "save_steps": 100, "lora_dropout": 0.0,
+                            "final_metrics": True})
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     (tmp_path / ".dvc").mkdir()  # the repository root for the MLflow store
     monkeypatch.chdir(tmp_path)

@@ -30,7 +30,8 @@ def make_project(root: Path, model_dir: Path, frame) -> Path:
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["model"]["base"] = str(model_dir)
     params["prompts"]["style"] = "system"
-    params["train"].update({"max_steps": 40, "save_steps": 5, "batch_size": 2, "learning_rate": 1e-2, "lora_dropout": 0.0})
+    params["train"].update({"max_steps": 40, "save_steps": 5, "batch_size": 2, "learning_rate": 1e-2, "lora_dropout": 0.0,
+                            "final_metrics": True})
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     (root / ".dvc").mkdir()
     frame.write_parquet(root / "prefs.parquet")

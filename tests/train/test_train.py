@@ -114,6 +114,52 @@ def test_train_updates_adapter_and_writes_reports(project):
     assert not (project / "models/checkpoints").exists() or not any((project / "models/checkpoints").iterdir())
 
 
+def test_final_metrics_are_opt_in_and_equal_a_pass_with_the_final_weights(project, monkeypatch):
+    import json
+
+    import dlma.train.run
+
+    from dlma.core.config import load_section
+    from dlma.lm.params import PromptsParams
+    from dlma.model import load_aligned
+    from tests.helpers import reference_logprob
+
+    # Off (the default): no pass of its own over the pairs; the report still says what was trained on.
+    real_pass = dlma.train.run.final_pass_metrics
+
+    def refused(trainer):
+        raise AssertionError("the final pass ran with train.final_metrics false")
+
+    monkeypatch.setattr(dlma.train.run, "final_pass_metrics", refused)
+    result = run_train()
+    assert result.exit_code == 0, result.output
+    report = json.loads((project / "reports/train.json").read_text())
+    assert (report["pairs"], report["steps"]) == (6, 4)
+    assert not {"final_loss", "reward_accuracy", "reward_margin"} & report.keys()
+    # On: loss, reward accuracy and margin over every pair with the trained weights, against
+    # each sequence scored alone here with the textbook log-softmax.
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["train"]["final_metrics"] = True
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    monkeypatch.setattr(dlma.train.run, "final_pass_metrics", real_pass)
+    result = run_train()
+    assert result.exit_code == 0, result.output
+    report = json.loads((project / "reports/train.json").read_text())
+    model, tokenizer, _ = load_aligned(project / "models/dlma", dtype=torch.float32, attn_implementation="eager")
+    frame = pl.read_parquet(project / "prefs.parquet")
+    rows, _ = tokenise_preferences(frame, tokenizer, load_section(PromptsParams, "prompts", project / "params.yaml"), max_length=512)
+    chosen = np.array([reference_logprob(model, r["prompt_ids"], r["chosen_ids"]) for r in rows])
+    rejected = np.array([reference_logprob(model, r["prompt_ids"], r["rejected_ids"]) for r in rows])
+    beta, weight = params["train"]["beta"], params["train"]["margin_weight"]
+    delta = (chosen - frame["ref_logp_chosen"].to_numpy()) - (rejected - frame["ref_logp_rejected"].to_numpy())
+    shift = weight * np.clip(frame["margin"].to_numpy(), params["train"]["margin_min"], params["train"]["margin_max"])
+    assert report["pairs"] == 6
+    assert report["final_loss"] == pytest.approx(np.mean(np.log1p(np.exp(-beta * (delta - shift)))), abs=1e-4)
+    assert report["reward_margin"] == pytest.approx(np.mean(beta * delta), abs=1e-4)
+    assert report["reward_accuracy"] == pytest.approx(np.mean(beta * delta > 0))
+    assert abs(report["reward_margin"]) > 1e-3  # the adapter moved: the check above is not of the base weights
+
+
 def test_bad_preference_files_write_no_model(project):
     frame = pl.read_parquet(project / "prefs.parquet")
     cases = {
