@@ -6,6 +6,7 @@ import hashlib
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -73,12 +74,54 @@ class DvcRepo:
     def sha(self, relative: str) -> str:
         return hashlib.sha256((self.root / relative).read_bytes()).hexdigest()
 
+    def start_queue(self, jobs: int) -> None:
+        """`dvc queue start -j N`, its output to a file, not to pipes: the workers it leaves in
+        the background inherit them, and a worker that misses its shutdown message (seen with
+        -j 2: its monitor said "shutting down" while its task still ran, and it then idled for
+        good) would hold a pipe open and block this call forever."""
+        log = self.root / ".dvc" / "tmp" / "queue-start.log"  # .dvc/tmp is git-ignored
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with log.open("a") as handle:
+            result = subprocess.run(["dvc", "queue", "start", "-j", str(jobs)], cwd=self.root, env=self.env,
+                                    stdout=handle, stderr=handle, timeout=300)
+        assert result.returncode == 0, log.read_text()
+
     def wait_for_queue(self, timeout: float = 900) -> str:
-        """Wait until `dvc queue status` shows nothing queued or running; return the status."""
+        """Wait until `dvc queue status` shows nothing queued or running; then end the workers
+        that are still up (one that missed its shutdown idles on); return the status."""
         deadline = time.time() + timeout
         while True:
             status = self.run("dvc", "queue", "status").stdout
             if not re.search(r"\b(Queued|Running)\b", status):
+                self.stop_workers()
                 return status
             assert time.time() < deadline, status
             time.sleep(5)
+
+    def stop_workers(self, grace: float = 60) -> None:
+        """Give the queue's workers `grace` seconds to exit by themselves, then terminate the rest."""
+        pids = []
+        for pid_file in (self.root / ".dvc" / "tmp" / "exps" / "celery").glob("*.pid"):
+            try:
+                pids.append(int(pid_file.read_text().strip()))
+            except ValueError:
+                continue
+        deadline = time.time() + grace
+        for pid in pids:
+            while _alive(pid) and time.time() < deadline:
+                time.sleep(1)
+            if _alive(pid):
+                os.kill(pid, signal.SIGTERM)
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process runs (a zombie counts as ended)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        try:
+            os.kill(pid, 0)
+        except (ProcessLookupError, PermissionError):
+            return False
+        return True
+    return state != "Z"

@@ -316,7 +316,7 @@ def test_queued_experiments_record_into_the_same_store_and_see_the_same_sets(rep
     repo.run("dvc", "exp", "run", "-n", "beta02", "-S", "train.beta=0.2")
     repo.run("dvc", "exp", "run", "--queue", "-n", "beta03", "-S", "train.beta=0.3")
     repo.run("dvc", "exp", "run", "--queue", "-n", "beta04", "-S", "train.beta=0.4")
-    repo.run("dvc", "queue", "start", "-j", "2")
+    repo.start_queue(2)
     status = repo.wait_for_queue()
     assert "Failed" not in status, status + repo.run("dvc", "queue", "logs", "beta03", check=False).stdout
     new = [r for r in mlflow_runs(repo) if r.info.run_id not in before]

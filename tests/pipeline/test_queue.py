@@ -18,7 +18,7 @@ def test_three_queued_experiments_two_at_a_time_on_a_fresh_repository(tmp_path, 
     assert not (repo.root / "mlflow.db").exists()
     for beta in ("0.2", "0.3", "0.4"):
         repo.run("dvc", "exp", "run", "--queue", "-n", f"q{beta[-1]}", "-S", f"train.beta={beta}")
-    repo.run("dvc", "queue", "start", "-j", "2")
+    repo.start_queue(2)
     status = repo.wait_for_queue()
     logs = "".join(repo.run("dvc", "queue", "logs", f"q{n}", check=False).stdout for n in (2, 3, 4))
     assert "Failed" not in status and status.count("Success") == 3, status + logs
