@@ -152,9 +152,9 @@ def read_run(root: Path, run: PlannedRun, commit: str) -> RunResult:
     system, which reads files in git and outputs in DVC's cache alike."""
     from dvc.api import DVCFileSystem
 
-    from dlma.core.gitblob import guard_blob_reads
+    from dlma.compare.gitblob import guard_blob_reads
 
-    guard_blob_reads()  # pygit2's blob reader can hang for good on a lost wake-up (dlma/core/gitblob.py)
+    guard_blob_reads()  # pygit2's blob reader can hang for good on a lost wake-up (dlma/compare/gitblob.py)
 
     def path(name: str) -> str:  # the output as dvc.yaml names it
         return pipeline_path(name, root).as_posix()

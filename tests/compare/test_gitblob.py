@@ -1,4 +1,4 @@
-"""The guard against pygit2's lost wake-up (dlma/core/gitblob.py), on pygit2's own reader."""
+"""The guard against pygit2's lost wake-up (dlma/compare/gitblob.py), on pygit2's own reader."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 pygit2 = pytest.importorskip("pygit2")
 from pygit2.blob import _BlobIO  # noqa: E402  (the private class the guard patches: pinned here)
 
-from dlma.core.gitblob import guard_blob_reads  # noqa: E402
+from dlma.compare.gitblob import guard_blob_reads  # noqa: E402
 
 
 def stalled_reader() -> _BlobIO:
