@@ -111,7 +111,10 @@ class DvcRepo:
             while _alive(pid) and time.time() < deadline:
                 time.sleep(1)
             if _alive(pid):
-                os.kill(pid, signal.SIGTERM)
+                try:
+                    os.kill(pid, signal.SIGTERM)
+                except ProcessLookupError:  # it exited in between
+                    pass
 
 
 def _alive(pid: int) -> bool:
