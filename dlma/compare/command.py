@@ -21,7 +21,7 @@ import typer
 from dlma.compare.champion import ALIAS, choose_champion
 from dlma.compare.params import load_compare
 from dlma.compare.report import render
-from dlma.compare.runner import collect, run_experiments
+from dlma.compare.runner import collect, finished_runs, recorded_minutes, run_experiments
 from dlma.compare.study import write_study
 from dlma.compare.summary import compare_runs
 from dlma.core.config import flatten, load_section
@@ -43,7 +43,7 @@ def main(
     queue: bool = typer.Option(False, help="only queue the experiments (then `dvc queue start -j N`, then --collect)"),
     collect_only: bool = typer.Option(False, "--collect", help="do not run: read the finished experiments and write the reports"),
     resume: bool = typer.Option(False, help="keep the experiments already finished on this commit and run only the others "
-                                "(a comparison cut short); the time reported adds this run's to the earlier report's"),
+                                "(a comparison cut short); the time reported adds the kept experiments' recorded times"),
     out_json: Path = typer.Option(None, help="output: the comparison's numbers (default: see above)"),
     out_md: Path = typer.Option(None, help="output: the comparison's report (default: see above)"),
 ) -> None:
@@ -58,13 +58,19 @@ def main(
     started = time.perf_counter()
     minutes, failed = None, {}
     if not collect_only:
+        # --resume: the experiments it keeps count with the time they took when they ran
+        # (recorded as each finished, so also when the earlier run never got to its report)
+        kept = finished_runs(params, root, true_reward) if resume else []
+        before = recorded_minutes(root)
+        unrecorded = [name for name in kept if name not in before]
+        if unrecorded:
+            log.warning("compare --resume: no recorded time for %s (run by a queue, or before times were recorded): "
+                        "the time reported leaves them out", ", ".join(unrecorded))
         failed = run_experiments(params, root, queue=queue, true_reward=true_reward, resume=resume)
         if queue:
             log.info("queued; run `dvc queue start -j <jobs>`, wait for `dvc queue status`, then `dlma compare --collect`")
             return
-        minutes = (time.perf_counter() - started) / 60
-        if resume and out_json.is_file():  # the part that ran before counts too (when it got as far as a report)
-            minutes += json.loads(out_json.read_text()).get("minutes") or 0.0
+        minutes = (time.perf_counter() - started) / 60 + sum(before.get(name, 0.0) for name in kept)
     runs, left_out = collect(params, root, failed, true_reward)
     variants = [v for v in dict.fromkeys(r.method for r in runs) if v not in left_out]
     if "base" in params.methods:
@@ -72,8 +78,13 @@ def main(
     result = compare_runs(runs, variants, params.seeds, samples=params.bootstrap, seed=params.bootstrap_seed)
     if minutes is None and out_json.is_file():  # --collect: keep the measured time of the run that made the experiments
         minutes = json.loads(out_json.read_text()).get("minutes")
+    recorded = recorded_minutes(root)  # each experiment's wall time (null: run by a queue's workers)
     result |= {"left_out": left_out, "name": params.name, "set": params.set, "grid": params.grid, "minutes": minutes,
-               "experiments": {r.name: f"{r.method}/seed {r.seed}" for r in runs}}
+               "experiments": {r.name: f"{r.method}/seed {r.seed}" for r in runs},
+               "experiment_minutes": {r.name: recorded.get(r.name) for r in runs}}
+    names = {(r.method, r.seed): r.name for r in runs}
+    for variant, entry in result["budget"].items():  # what each method cost, beside what it trained on
+        entry["minutes"] = [recorded.get(names.get((variant, seed), "")) for seed in params.seeds]
     tracking = load_section(TrackingParams, "tracking", params_file)
     experiment_id = store.configure(tracking, root)
     result["champion"] = crown(choose_champion(result, runs), experiment_id, tracking.model_name)

@@ -40,6 +40,11 @@ def champion_lines(champion: dict | None) -> list[str]:
                                                 if champion.get("runner_up") else "") + ".", ""]
 
 
+def minutes_per_seed(budget: dict) -> str:
+    """A method's experiments' wall times, seed by seed ("?": not timed, e.g. run by a queue)."""
+    return " / ".join("?" if m is None else f"{m:.1f}" for m in budget.get("minutes") or [])
+
+
 def render(result: dict, *, name: str, minutes: float | None, model: str) -> str:
     methods = [m for m in result["methods"] if m != "base"]
     judges = result["judges"]
@@ -107,10 +112,13 @@ def render(result: dict, *, name: str, minutes: float | None, model: str) -> str
                       f"{share(rule['accuracy'])}, refusals caught {share(rule['recall'])}, answers wrongly counted as refusals "
                       f"{share(rule['false_refusal_rate'])}."]
     if result.get("budget"):
-        lines += ["", "## Training budget (what each method trained on, seed by seed)", "", "| method | pairs | optimiser steps |",
-                  "|---|---|---|"]
+        lines += ["", "## Training budget (what each method trained on, seed by seed)", "",
+                  "Minutes: the wall time of each experiment; a seed's first experiment also runs the stages that the later ones "
+                  "take from DVC's run cache (generation, scoring, the base model's answers).", "",
+                  "| method | pairs | optimiser steps | minutes |", "|---|---|---|---|"]
         for method, entry in result["budget"].items():
-            lines.append(f"| {method} | {' / '.join(map(str, entry['pairs']))} | {' / '.join(map(str, entry['steps']))} |")
+            lines.append(f"| {method} | {' / '.join(map(str, entry['pairs']))} | {' / '.join(map(str, entry['steps']))} | "
+                         f"{minutes_per_seed(entry)} |")
         lines += ["", "Equal budgets: " + ("yes, every method trained on the same number of pairs and steps." if result.get("equal_budget")
                                            else "**no**: the pairs or steps differ (raise or lower filter.max_pairs in compare.set so "
                                                 "that every method reaches it).")]

@@ -18,6 +18,7 @@ import logging
 import os
 import subprocess
 import sys
+import time
 from collections import deque
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from dlma.compare.methods import METHODS, as_set_params, grid_points, variant_la
 from dlma.compare.params import CompareParams
 from dlma.compare.summary import RunResult
 from dlma.core.errors import DlmaError
+from dlma.core.io import write_json
 from dlma.core.paths import pipeline_path
 
 log = logging.getLogger(__name__)
@@ -100,9 +102,8 @@ def run_experiments(params: CompareParams, root: Path, *, queue: bool, true_rewa
     returns {experiment: why it failed}, which the report shows."""
     runs = planned_runs(params, true_reward)
     if resume:
-        finished = experiment_commits(root)
-        kept = [run.name for run in runs if run.name in finished]
-        runs = [run for run in runs if run.name not in finished]
+        kept = finished_runs(params, root, true_reward)
+        runs = [run for run in runs if run.name not in kept]
         log.info("compare --resume: %d of %d experiments already finished on this commit, %d to run",
                  len(kept), len(kept) + len(runs), len(runs))
     if runs and queue:
@@ -120,7 +121,10 @@ def run_experiments(params: CompareParams, root: Path, *, queue: bool, true_rewa
         args = ["exp", "run", "--queue" if queue else "--temp", "-n", run.name]
         for value in run.values:
             args += ["-S", value]
+        started = time.perf_counter()
         code, tail = _dvc_streamed(root, args)
+        if not code and not queue:
+            record_minutes(root, run.name, (time.perf_counter() - started) / 60)
         if code:
             errors = [line for line in tail if line.startswith(("error:", "ERROR"))]
             failed[run.name] = (errors or tail[-1:] or [f"exit {code}"])[0]
@@ -133,9 +137,47 @@ def run_experiments(params: CompareParams, root: Path, *, queue: bool, true_rewa
     return failed
 
 
+# Each experiment's wall time, by the commit it ran on, in DVC's untracked scratch folder: a
+# comparison cut short before its report (a reboot, a hang) still knows, on --resume, how long
+# the experiments it keeps took. DVC records no durations, and MLflow only the train stage's.
+MINUTES_LEDGER = Path(".dvc") / "tmp" / "dlma-compare-minutes.json"
+
+
+def head_commit(root: Path) -> str:
+    return subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, check=True, text=True, capture_output=True).stdout.strip()
+
+
+def _read_ledger(root: Path) -> dict[str, dict[str, float]]:
+    path = root / MINUTES_LEDGER
+    try:
+        return json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, ValueError):
+        log.warning("compare: %s is unreadable; the experiments' times start again", path)
+        return {}
+
+
+def record_minutes(root: Path, name: str, minutes: float) -> None:
+    """Record that experiment `name` ran for `minutes` on the current commit."""
+    ledger = _read_ledger(root)
+    ledger.setdefault(head_commit(root), {})[name] = round(minutes, 3)
+    write_json(ledger, root / MINUTES_LEDGER)
+
+
+def recorded_minutes(root: Path) -> dict[str, float]:
+    """Experiment name -> the minutes its last run on the current commit took (none for
+    experiments run by a queue's workers, which this process does not time)."""
+    return _read_ledger(root).get(head_commit(root), {})
+
+
+def finished_runs(params: CompareParams, root: Path, true_reward: str = "") -> list[str]:
+    """The planned experiments already finished on the current commit (what --resume keeps)."""
+    finished = experiment_commits(root)
+    return [run.name for run in planned_runs(params, true_reward) if run.name in finished]
+
+
 def experiment_commits(root: Path) -> dict[str, str]:
     """Experiment name -> commit, for experiments based on the current HEAD."""
-    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, check=True, text=True, capture_output=True).stdout.strip()
+    head = head_commit(root)
     refs = subprocess.run(["git", "for-each-ref", "--format=%(refname) %(objectname)", "refs/exps"], cwd=root, check=True,
                           text=True, capture_output=True).stdout.split("\n")
     found = {}

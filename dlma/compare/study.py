@@ -17,6 +17,7 @@ from pathlib import Path
 
 from dlma.agreement.report import LABELLERS
 from dlma.compare.methods import METHODS
+from dlma.compare.report import minutes_per_seed
 from dlma.core.io import atomic_path, write_json
 
 PRESET_ORDER = ("controlled", "frontier", "margin")  # the shipped presets' order in the report; others follow by name
@@ -169,6 +170,11 @@ def experiment_two_lines(result: dict, defaults: dict) -> list[str]:
         lines.append(f"| {variant} | not trained: {why} | | | | | |")
     lines += ["", "Equal budgets: " + ("every method trained on the same number of pairs and optimiser steps, seed by seed."
                                        if result.get("equal_budget") else "NO: the pairs or steps differ (see the table).")]
+    timed = {v: minutes_per_seed(b) for v, b in result["budget"].items() if any(m is not None for m in b.get("minutes") or [])}
+    if timed:
+        lines += ["", "Wall time of each experiment, minutes, seed by seed (a seed's first experiment also runs the stages the "
+                  "others take from DVC's run cache: generation, scoring, truth, the base model's answers): "
+                  + "; ".join(f"{v} {t}" for v, t in timed.items()) + "."]
     if result.get("vs_dlma"):
         lines += ["", "DLMA minus each other method, paired by prompt and seed (true reward of the answers):", "",
                   "| method | DLMA - method |", "|---|---|"]

@@ -75,15 +75,26 @@ def test_controlled_presets_measure_both_experiments_with_equal_budgets(tmp_path
     assert sorted(r["beta"] for r in frontier) == [0.1, 0.5] and all(r["w"] == 0.2 for r in frontier)
     oracle = [r for r in study["rows"] if r["preset"] == "t" and r["method"] == "oracle" and r["seed"] == "all"]
     assert oracle[0]["w"] == 0.0 and oracle[0]["pairs"] == [5, 5]
-    # A comparison cut short goes on where it stopped: --resume runs only the missing experiment.
+    # Each experiment's wall time is in the numbers and the reports, and adds up to the comparison's.
+    frontier_raw = json.loads((root / "reports" / "controlled" / "frontier.json").read_text())
+    timed = frontier_raw["experiment_minutes"]
+    assert set(timed) == {"frontier-dlma-beta0.1-s0", "frontier-dlma-beta0.5-s0"} and all(m > 0 for m in timed.values())
+    assert sum(timed.values()) <= frontier_raw["minutes"]
+    assert frontier_raw["budget"]["dlma beta=0.1"]["minutes"] == [timed["frontier-dlma-beta0.1-s0"]]
+    assert "Wall time of each experiment" in (root / "reports" / "controlled.md").read_text()
+    # A comparison cut short before its report (the report gone) goes on where it stopped: --resume
+    # runs only the missing experiment, and the time reported still counts the one it kept.
     before = (root / "reports" / "controlled" / "frontier.json").read_text()
+    (root / "reports" / "controlled" / "frontier.json").unlink()
     repo.run("dvc", "exp", "remove", "frontier-dlma-beta0.5-s0")
     resumed = repo.run(sys.executable, "-c", "from dlma.cli import main; main()", "compare", "--preset", "frontier", "--resume")
     assert resumed.stderr.count("Reproducing experiment") == 1 and "Reproducing experiment 'frontier-dlma-beta0.5-s0'" in resumed.stderr
     assert "1 of 2 experiments already finished" in resumed.stderr
     after = json.loads((root / "reports" / "controlled" / "frontier.json").read_text())
     assert after["true_reward"] == json.loads(before)["true_reward"]  # same params and seed: the same answers
-    assert after["minutes"] > json.loads(before)["minutes"]
+    kept, rerun = after["experiment_minutes"]["frontier-dlma-beta0.1-s0"], after["experiment_minutes"]["frontier-dlma-beta0.5-s0"]
+    assert kept == timed["frontier-dlma-beta0.1-s0"] and rerun > 0
+    assert kept + rerun <= after["minutes"] < kept + rerun + 5  # this run's time (the rerun and the collection) plus the kept one's
     report = (root / "reports" / "controlled.md").read_text()
     assert "## Experiment 1" in report and "| dlma | 0.5 |" in report and "| oracle |" in report
     assert (root / "reports" / "figures" / "controlled_frontier.png").stat().st_size > 1000

@@ -166,6 +166,10 @@ def test_true_reward_kl_budget_and_experiment_one_by_hand():
     # budgets: oracle trained on 7 pairs in seed 1, so the budgets are not equal, and the report says so
     assert result["budget"]["oracle"] == {"pairs": [8, 7], "steps": [2, 2], "point": {}, "method": "oracle"}
     assert result["equal_budget"] is False and "Equal budgets: **no**" in render(result, name="c", minutes=None, model="tiny")
+    # each experiment's wall time sits beside its budget, seed by seed; "?" where it was not timed (a queue ran it)
+    result["budget"]["dlma"]["minutes"], result["budget"]["oracle"]["minutes"] = [20.71, 19.0], [7.3, None]
+    text = render(result, name="c", minutes=None, model="tiny")
+    assert "| dlma | 8 / 8 | 2 / 2 | 20.7 / 19.0 |" in text and "| oracle | 8 / 7 | 2 / 2 | 7.3 / ? |" in text
     # Experiment 1 pooled over seeds from the runs that measured it; NaN (no verdict) left out.
     truth = result["truth_agreement"]
     assert truth["pairs"] == 5 and truth["from_runs"] == ["dlma"] and truth["prompts"] == 4
